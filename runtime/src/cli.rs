@@ -1,0 +1,84 @@
+//! The command line: runc's global flags and subcommands, parsed with liboci-cli's argument types.
+
+use clap::{Args, Parser, Subcommand};
+use liboci_cli::GlobalOpts;
+
+/// Version of the libcontainer crate gpu-youki is built on (read from Cargo.lock by build.rs).
+pub const LIBCONTAINER_VERSION: &str = env!("GPU_YOUKI_LIBCONTAINER_VERSION");
+
+/// gpu-youki: a runc-compatible OCI runtime for NVIDIA GPU hosts.
+///
+/// Global flags go before the subcommand, as with runc:
+/// `gpu-youki --root /run/gpu-youki --log log.json --log-format json create -b BUNDLE ID`.
+#[derive(Parser, Debug)]
+#[command(name = "gpu-youki", disable_version_flag = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    /// Print the version of gpu-youki, of libcontainer and of the OCI runtime spec.
+    #[arg(short = 'v', long)]
+    pub version: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Every subcommand gpu-youki takes: the OCI ones, runc's common ones, and its own.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(liboci_cli::Create),
+    /// Start the process of a created container.
+    Start(liboci_cli::Start),
+    /// Print the state of a container as OCI state JSON.
+    State(liboci_cli::State),
+    /// Send a signal (name or number, default SIGTERM) to a container's init or all processes.
+    Kill(KillArgs),
+    /// Delete a stopped container (`--force` also kills a running one; a gone one is not an error).
+    Delete(liboci_cli::Delete),
+    /// Create and start a container; without --detach, wait and exit with the workload's code.
+    Run(liboci_cli::Run),
+    /// Run a new process inside a running container.
+    Exec(liboci_cli::Exec),
+    /// List the processes of a container (`--format table|json`).
+    Ps(liboci_cli::Ps),
+    /// Suspend all processes of a container (freezer cgroup).
+    Pause(liboci_cli::Pause),
+    /// Resume the processes of a paused container.
+    Resume(liboci_cli::Resume),
+    /// Update the resource limits of a container (`--resources -|FILE` takes LinuxResources JSON).
+    Update(liboci_cli::Update),
+    /// Print the features this runtime supports, as OCI features JSON.
+    Features(liboci_cli::Features),
+    /// Write a default config.json into a bundle directory.
+    Spec(liboci_cli::Spec),
+    /// List the containers under --root.
+    List(liboci_cli::List),
+    /// Print a container's resource usage statistics and events.
+    Events(liboci_cli::Events),
+}
+
+/// `kill` as runc takes it: the signal is optional and defaults to SIGTERM.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Send the signal to all processes of the container, not only its init.
+    #[arg(short, long)]
+    pub all: bool,
+    /// The container to signal.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new(), required = true)]
+    pub container_id: String,
+    /// Signal name (`KILL`, `SIGKILL`) or number (`9`).
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+/// The text of `gpu-youki --version`: our version, libcontainer's and the OCI spec version.
+pub fn version_text() -> String {
+    format!(
+        "gpu-youki version {}\nlibcontainer: {}\nspec: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        LIBCONTAINER_VERSION,
+        oci_spec::runtime::VERSION,
+    )
+}
