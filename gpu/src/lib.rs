@@ -1,14 +1,24 @@
 //! The GPU stage of gpu-youki: request → host inventory → plan → apply.
 //!
-//! This crate holds the pure building blocks of those stages; nothing in it executes a program.
+//! Nothing in this crate executes a program.
 //! * [`request`]: the GPU request in a container's environment and the check of its
 //!   requirements against the host;
-//! * [`procfs`]: the NVIDIA driver's procfs files, read without NVML;
-//! * [`pci`]: PCI bus ids, compared by value rather than by spelling;
-//! * [`ldcache`]: glibc's `ld.so.cache` (read, written as ldconfig writes it, merged) and musl's
-//!   path file, so a container's loader finds driver libraries without running `ldconfig`.
+//! * [`config`]: the configuration file (driver, dev and proc roots);
+//! * [`inventory`]: what the host's driver offers, read from procfs, /dev and the driver's files;
+//! * [`plan`]: what one container gets, a pure function of request, inventory and rootfs facts;
+//! * [`apply`]: the plan carried out on the spec, the rootfs and the container's mounts;
+//! * [`driver`]: facts only the driver knows (the CUDA version), asked in process;
+//! * [`procfs`], [`pci`], [`elf`], [`ldcache`], [`fsroot`]: the parsers and file access they
+//!   build on.
 
+pub mod apply;
+pub mod config;
+pub mod driver;
+pub mod elf;
+pub mod fsroot;
+pub mod inventory;
 pub mod ldcache;
 pub mod pci;
+pub mod plan;
 pub mod procfs;
 pub mod request;

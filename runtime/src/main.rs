@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod executor;
+mod gpu_stage;
 mod lock;
 mod logging;
 mod seal;

@@ -12,6 +12,7 @@ use liboci_cli::GlobalOpts;
 
 use super::{absolute, container_dir};
 use crate::executor::WorkloadExecutor;
+use crate::gpu_stage::GpuStage;
 use crate::lock::IdLock;
 
 /// Everything `create` and `run` need to build a container.
@@ -48,7 +49,7 @@ pub fn create_container(
 ) -> Result<Container> {
     let dir = container_dir(root, &request.id)?;
     let bundle = absolute(&request.bundle)?;
-    load_bundle_spec(&bundle)?;
+    let spec = load_bundle_spec(&bundle)?;
     if global.systemd_cgroup && !Path::new("/run/systemd/system").exists() {
         bail!(
             "--systemd-cgroup needs systemd as the cgroup manager, but systemd is not running \
@@ -60,7 +61,7 @@ pub fn create_container(
     if dir.exists() {
         bail!("container {} already exists", request.id);
     }
-    let built = build(request, &bundle, root, global.systemd_cgroup, detach);
+    let built = build(request, &spec, &bundle, root, global.systemd_cgroup, detach);
     if built.is_err() {
         remove_leftovers(&dir);
     }
@@ -69,11 +70,13 @@ pub fn create_container(
 
 fn build(
     request: &CreateRequest,
+    spec: &Spec,
     bundle: &Path,
     root: &Path,
     systemd: bool,
     detach: bool,
 ) -> Result<Container> {
+    let gpu = GpuStage::prepare(spec, bundle, root, &request.id)?;
     let executor = WorkloadExecutor {
         keyring: (!request.no_new_keyring).then(|| format!("_ses.{}", request.id)),
     };
@@ -83,19 +86,22 @@ fn build(
         .as_deref()
         .map(absolute)
         .transpose()?;
-    ContainerBuilder::new(request.id.clone(), SyscallType::default())
+    let mut container = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_executor(executor)
         .with_pid_file(pid_file)?
         .with_console_socket(console_socket)
         .with_root_path(root)?
         .with_preserved_fds(request.preserve_fds)
         .validate_id()?
-        .as_init(bundle)
+        .as_init(gpu.as_ref().map_or(bundle, GpuStage::bundle))
         .with_systemd(systemd)
         .with_detach(detach)
         .with_no_pivot(request.no_pivot)
-        .build()
-        .map_err(anyhow::Error::from)
+        .build()?;
+    if let Some(gpu) = gpu {
+        gpu.finish(&mut container, bundle)?;
+    }
+    Ok(container)
 }
 
 /// Reads `BUNDLE/config.json` with errors that name the bundle, and the JSON path of a bad field.

@@ -107,6 +107,17 @@ fn cgroup_manager(container: &Container) -> Result<libcgroups::common::AnyCgroup
     .with_context(|| format!("cannot open the cgroup of container {}", container.id()))
 }
 
+/// The spec a container was created from: the effective one (with its GPU devices) for GPU
+/// containers, else the bundle's config.json.
+fn effective_spec(container: &Container) -> Result<libcontainer::oci_spec::runtime::Spec> {
+    let effective = container.root.join(crate::gpu_stage::EFFECTIVE_SPEC);
+    if effective.exists() {
+        return libcontainer::oci_spec::runtime::Spec::load(&effective)
+            .with_context(|| format!("cannot read {}", effective.display()));
+    }
+    create::load_bundle_spec(container.bundle())
+}
+
 /// The OCI name of a container status (`created`, `running`, …); libcontainer capitalises them.
 fn status_name(container: &Container) -> String {
     container.status().to_string().to_ascii_lowercase()

@@ -3,8 +3,9 @@
 //!
 //! Device rules are never taken from the payload: CRI's `UpdateContainerResources` carries a
 //! deny-all device rule, and applying it would revoke the container's devices (its GPUs among
-//! them). As runc does, the container keeps the device rules it was created with; they are
-//! re-applied from its spec so that a cgroup v2 device program is rebuilt with them intact.
+//! them). As runc does, the container keeps the device rules it was created with (its GPUs'
+//! included); they are re-applied from its spec so that a cgroup v2 device program is rebuilt
+//! with them intact.
 
 use std::io::Read;
 use std::path::Path;
@@ -13,7 +14,7 @@ use anyhow::{Context, Result};
 use libcgroups::common::{CgroupManager, ControllerOpt};
 use libcontainer::oci_spec::runtime::{LinuxPids, LinuxResources};
 
-use super::{cgroup_manager, create::load_bundle_spec, load_container};
+use super::{cgroup_manager, effective_spec, load_container};
 
 pub fn update(args: liboci_cli::Update, root: &Path) -> Result<()> {
     let container = load_container(root, &args.container_id)?;
@@ -22,7 +23,7 @@ pub fn update(args: liboci_cli::Update, root: &Path) -> Result<()> {
         Some(path) => read_resources(path)?,
     };
     apply_flags(&args, &mut resources);
-    let spec = load_bundle_spec(container.bundle())?;
+    let spec = effective_spec(&container)?;
     let created_with = spec
         .linux()
         .as_ref()

@@ -1,0 +1,375 @@
+//! Carries a plan out, in three places and without running any program:
+//! 1. the spec: device nodes in `linux.devices` and allow rules in `linux.resources.devices`,
+//!    so libcontainer (and any cgroup manager) knows every device the container may use;
+//! 2. the rootfs, before the container is created: the ld.so.cache, the ld.so.conf.d drop-in,
+//!    SONAME links and empty mount targets, all through in-root path resolution;
+//! 3. the container's mount namespace, after libcontainer created the container and before it
+//!    starts: the driver files bound in (read-only, nosuid, nodev) and the `/proc/driver/nvidia`
+//!    view, from a thread that `setns`'d into that namespace. Mounts are attached with
+//!    `open_tree`/`move_mount` onto targets resolved inside the container's root, so an image's
+//!    symlinks can never redirect them onto host paths.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use oci_spec::runtime::{
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceType, Spec,
+};
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, FsMountFlags,
+    FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
+
+use crate::fsroot::FsRoot;
+use crate::inventory::DeviceNode;
+use crate::plan::GpuPlan;
+use crate::procfs;
+
+/// Whether the spec puts the container in a new user namespace (nodes cannot be made there,
+/// so they are bound from the host instead).
+pub fn uses_user_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+}
+
+/// Adds the plan's devices to the spec: an allow rule each, and a node each unless the
+/// container has a user namespace (then [`mount_into_container`] binds the host nodes).
+pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
+    let bind_devices = uses_user_namespace(spec);
+    let linux = spec
+        .linux_mut()
+        .as_mut()
+        .context("config.json has no linux section")?;
+    let mut rules = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let mut nodes = linux.devices().clone().unwrap_or_default();
+    for device in &plan.devices {
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(i64::from(device.major))
+                .minor(i64::from(device.minor))
+                .access("rwm")
+                .build()?,
+        );
+        if bind_devices {
+            continue;
+        }
+        nodes.retain(|n| n.path() != &device.path);
+        nodes.push(
+            LinuxDeviceBuilder::default()
+                .path(device.path.clone())
+                .typ(LinuxDeviceType::C)
+                .major(i64::from(device.major))
+                .minor(i64::from(device.minor))
+                .file_mode(device.mode)
+                .uid(0u32)
+                .gid(device.gid)
+                .build()?,
+        );
+    }
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+    linux.set_devices(Some(nodes));
+    Ok(())
+}
+
+/// Writes the plan's files and links into the rootfs and creates the mount targets, all
+/// resolved inside the rootfs. Idempotent: a second run leaves the same files.
+pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
+    for file in &plan.files {
+        rootfs.write_file(&file.path, &file.content)?;
+    }
+    for link in &plan.links {
+        rootfs.symlink(&link.target, &link.path)?;
+    }
+    for mount in &plan.mounts {
+        if mount.directory {
+            rootfs.create_dir_all(&mount.destination)?;
+        } else {
+            rootfs.create_file(&mount.destination)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the host's `<dev-root>/dev/char/MAJ:MIN` links for the plan's devices when missing
+/// (systemd and runc resolve device rules through them); they are host facts, never removed.
+pub fn ensure_dev_char_links(dev_root: &Path, plan: &GpuPlan) -> Result<()> {
+    let dir = dev_root.join("dev/char");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for device in &plan.devices {
+        let link = dir.join(format!("{}:{}", device.major, device.minor));
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        let name = device.path.file_name().context("device without a name")?;
+        let target = Path::new("..").join(name);
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot create {}", link.display()))
+            }
+        }
+    }
+    Ok(())
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// A detached mount (an `open_tree` clone or a new tmpfs) and where it goes in the container.
+struct Attachment {
+    tree: OwnedFd,
+    destination: PathBuf,
+    /// Create the target inside the container if it is missing (device nodes under /dev).
+    create_target: bool,
+}
+
+/// Binds the plan's driver files, the host device nodes (with a user namespace) and the
+/// `/proc/driver/nvidia` view into the mount namespace of the container whose init is `pid`.
+#[tracing::instrument(level = "debug", name = "mount_into_container", skip_all)]
+pub fn mount_into_container(pid: i32, plan: &GpuPlan, bind_devices: bool) -> Result<()> {
+    let mut attachments = Vec::new();
+    for mount in &plan.mounts {
+        let attrs = if mount.writable {
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+        } else {
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        };
+        attachments.push(Attachment {
+            tree: clone_tree(&mount.source, attrs)?,
+            destination: mount.destination.clone(),
+            create_target: false,
+        });
+    }
+    if bind_devices {
+        for device in &plan.devices {
+            attachments.push(device_attachment(device)?);
+        }
+    }
+    let proc_view = ProcViewMount::prepare(plan)?;
+
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .with_context(|| format!("cannot open the mount namespace of process {pid}"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                // setns into a mount namespace needs a filesystem context of our own.
+                // SAFETY: CLONE_FS only detaches this thread's root, cwd and umask from the
+                // process; nothing else in the process relies on them being shared.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+                    .context("unshare(CLONE_FS)")?;
+                rustix::thread::move_into_link_name_space(
+                    namespace.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Mount),
+                )
+                .context("cannot enter the container's mount namespace")?;
+                let root = FsRoot::open(Path::new("/"))?;
+                for attachment in &attachments {
+                    attach(&root, attachment)?;
+                }
+                proc_view.attach(&root)
+            })
+            .join()
+            .map_err(|_| anyhow!("the mount thread panicked"))?
+    })
+}
+
+fn device_attachment(device: &DeviceNode) -> Result<Attachment> {
+    Ok(Attachment {
+        tree: clone_tree(&device.host_path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
+        destination: device.path.clone(),
+        create_target: true,
+    })
+}
+
+/// A detached bind mount of the host path `source`, with mount attributes set.
+fn clone_tree(source: &Path, attrs: u64) -> Result<OwnedFd> {
+    let tree = open_tree(
+        CWD,
+        source,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .with_context(|| {
+        format!(
+            "cannot open {} to bind it into the container",
+            source.display()
+        )
+    })?;
+    set_mount_attrs(&tree, attrs)
+        .with_context(|| format!("cannot set mount flags on {}", source.display()))?;
+    Ok(tree)
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})`, which rustix does not wrap.
+fn set_mount_attrs(fd: &OwnedFd, attrs: u64) -> Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    const EMPTY: &CStr = c"";
+    // SAFETY: the kernel reads `attr` (of the size passed) and the empty path; fd is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Attaches a detached mount at its destination, resolved inside the container's root.
+fn attach(root: &FsRoot, attachment: &Attachment) -> Result<()> {
+    if attachment.create_target {
+        root.create_file(&attachment.destination)?;
+    }
+    let target = root
+        .open_at(&attachment.destination, OFlags::PATH, Mode::empty())?
+        .with_context(|| {
+            format!(
+                "mount target {} is missing",
+                attachment.destination.display()
+            )
+        })?;
+    move_mount(
+        &attachment.tree,
+        "",
+        &target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .with_context(|| {
+        format!(
+            "cannot mount onto {} in the container",
+            attachment.destination.display()
+        )
+    })
+}
+
+/// The per-container `/proc/driver/nvidia`: a tmpfs holding copies of `version`, `registry` and
+/// `params` (with `ModifyDeviceFiles: 0`, so NVML in the container never creates device nodes)
+/// and the granted GPUs' directories bound from the host. libcontainer refuses spec mounts
+/// under `/proc`, hence this step.
+struct ProcViewMount {
+    tmpfs: OwnedFd,
+    /// `/proc/driver/nvidia` when the kernel has it, else `/proc/driver` (with `nvidia/` inside).
+    destination: PathBuf,
+    /// The tmpfs-relative directory that stands for `/proc/driver/nvidia`.
+    nvidia_dir: PathBuf,
+    gpus: Vec<(String, OwnedFd)>,
+}
+
+impl ProcViewMount {
+    fn prepare(plan: &GpuPlan) -> Result<Self> {
+        let view = &plan.proc_view;
+        let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).context("cannot create a tmpfs")?;
+        fsconfig_set_string(fs.as_fd(), "mode", "0755")?;
+        fsconfig_set_string(fs.as_fd(), "size", "1m")?;
+        fsconfig_create(fs.as_fd()).context("cannot create a tmpfs")?;
+        let tmpfs = fsmount(
+            fs.as_fd(),
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
+        .context("cannot mount a tmpfs")?;
+        let (destination, nvidia_dir) = if Path::new("/proc/driver/nvidia").exists() {
+            (PathBuf::from("/proc/driver/nvidia"), PathBuf::new())
+        } else {
+            (PathBuf::from("/proc/driver"), PathBuf::from("nvidia"))
+        };
+        let content = FsRoot::from_fd(tmpfs.try_clone()?, Path::new("<proc view tmpfs>"));
+        for name in ["version", "registry", "params"] {
+            let host = view.host_dir.join(name);
+            let Ok(text) = std::fs::read_to_string(&host) else {
+                continue;
+            };
+            let text = if name == "params" {
+                procfs::params_without_device_file_modification(&text)?.unwrap_or(text)
+            } else {
+                text
+            };
+            content.write_file(
+                &Path::new("/").join(&nvidia_dir).join(name),
+                text.as_bytes(),
+            )?;
+        }
+        let mut gpus = Vec::new();
+        for bus_id in &view.gpus {
+            let host = view.host_dir.join("gpus").join(bus_id);
+            let tree = clone_tree(
+                &host,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )?;
+            content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus").join(bus_id))?;
+            gpus.push((bus_id.clone(), tree));
+        }
+        Ok(ProcViewMount {
+            tmpfs,
+            destination,
+            nvidia_dir,
+            gpus,
+        })
+    }
+
+    /// Attaches the tmpfs, binds the GPU directories into it, then makes it read-only.
+    fn attach(self, root: &FsRoot) -> Result<()> {
+        let tmpfs_root = self.tmpfs.try_clone()?;
+        attach(
+            root,
+            &Attachment {
+                tree: self.tmpfs,
+                destination: self.destination.clone(),
+                create_target: false,
+            },
+        )?;
+        for (bus_id, tree) in self.gpus {
+            let destination = self
+                .destination
+                .join(&self.nvidia_dir)
+                .join("gpus")
+                .join(bus_id);
+            attach(
+                root,
+                &Attachment {
+                    tree,
+                    destination,
+                    create_target: false,
+                },
+            )?;
+        }
+        set_mount_attrs(&tmpfs_root, MOUNT_ATTR_RDONLY)
+            .context("cannot make the /proc/driver/nvidia view read-only")
+    }
+}

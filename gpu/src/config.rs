@@ -1,0 +1,175 @@
+//! gpu-youki's configuration file: a TOML file, `/etc/gpu-youki/config.toml` by default, another
+//! one when `GPU_YOUKI_CONFIG` names it. A missing default file means the defaults; a named file
+//! that is missing, or any file that is invalid, is an error naming the file and the key.
+//!
+//! ```toml
+//! [driver]
+//! root = "/"            # driver files (libraries, binaries, firmware, ld.so.cache) are read under it
+//! dev-root = "/"        # device nodes are <dev-root>/dev/nvidia*
+//! proc-root = "/"       # <proc-root>/proc/driver/nvidia and <proc-root>/proc/devices
+//! library-dirs = []     # where driver libraries are; empty: <root>/etc/ld.so.cache, then the
+//!                       # standard library directories, all under <root>
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The configuration file read when `GPU_YOUKI_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpu-youki/config.toml";
+
+/// The environment variable that names another configuration file.
+pub const CONFIG_ENV: &str = "GPU_YOUKI_CONFIG";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpuConfig {
+    /// Where the NVIDIA driver's files live on this host.
+    #[serde(default)]
+    pub driver: DriverConfig,
+}
+
+/// The `[driver]` table: the roots under which the driver is found. A containerised driver
+/// (`/run/nvidia/driver`) or the project's fake driver tree is used by pointing these at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DriverConfig {
+    /// Driver files are read under this directory.
+    #[serde(default = "slash")]
+    pub root: PathBuf,
+    /// Device nodes are read under `<dev-root>/dev`.
+    #[serde(default = "slash")]
+    pub dev_root: PathBuf,
+    /// `<proc-root>/proc/driver/nvidia` and `<proc-root>/proc/devices` are read.
+    #[serde(default = "slash")]
+    pub proc_root: PathBuf,
+    /// Directories (under `root`) that hold the driver libraries; when empty they are found
+    /// through `<root>/etc/ld.so.cache` and the standard library directories.
+    #[serde(default)]
+    pub library_dirs: Vec<PathBuf>,
+}
+
+fn slash() -> PathBuf {
+    PathBuf::from("/")
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            root: slash(),
+            dev_root: slash(),
+            proc_root: slash(),
+            library_dirs: Vec::new(),
+        }
+    }
+}
+
+impl GpuConfig {
+    /// Loads the file `GPU_YOUKI_CONFIG` names, or the default file if it exists.
+    pub fn load() -> Result<Self> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(path) => Self::load_file(Path::new(&path))
+                .with_context(|| format!("{CONFIG_ENV}={}", Path::new(&path).display())),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::load_file(Path::new(DEFAULT_CONFIG_PATH))
+            }
+            None => Ok(GpuConfig::default()),
+        }
+    }
+
+    /// Loads one file; it must exist and be valid.
+    pub fn load_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses the TOML text; errors name the key at fault.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: GpuConfig =
+            toml::from_str(text).map_err(|err| anyhow::anyhow!("{}", one_line(&err, text)))?;
+        for (key, path) in [
+            ("driver.root", &config.driver.root),
+            ("driver.dev-root", &config.driver.dev_root),
+            ("driver.proc-root", &config.driver.proc_root),
+        ] {
+            anyhow::ensure!(
+                path.is_absolute(),
+                "{key} must be an absolute path, not {path:?}"
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// toml's errors span several lines with a source excerpt; keep the message and the line that
+/// holds the key at fault.
+fn one_line(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let number = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(number - 1).unwrap_or_default().trim();
+            format!("line {number} ({line}): {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_host_root() {
+        let config = GpuConfig::parse("").unwrap();
+        assert_eq!(config, GpuConfig::default());
+        assert_eq!(config.driver.root, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn every_driver_key_is_read() {
+        let config = GpuConfig::parse(
+            "[driver]\nroot = \"/d\"\ndev-root = \"/v\"\nproc-root = \"/p\"\nlibrary-dirs = [\"/usr/lib64\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.driver.root, PathBuf::from("/d"));
+        assert_eq!(config.driver.dev_root, PathBuf::from("/v"));
+        assert_eq!(config.driver.proc_root, PathBuf::from("/p"));
+        assert_eq!(
+            config.driver.library_dirs,
+            vec![PathBuf::from("/usr/lib64")]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = GpuConfig::parse("[driver]\nrooot = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rooot"), "{err}");
+        let err = GpuConfig::parse("[driver]\nroot = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2 (root = 3)") && err.contains("invalid type"),
+            "{err}"
+        );
+        let err = GpuConfig::parse("[driver]\nroot = \"relative\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("driver.root must be an absolute path"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_named_missing_file_is_an_error() {
+        let err = GpuConfig::load_file(Path::new("/nonexistent/gpu.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/gpu.toml"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The DT_SONAME of a shared library, read from its ELF dynamic section. Only the headers, the
+//! dynamic section and its string table are read, not the whole (often 50 MB) library.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use object::elf;
+use object::read::elf::{Dyn, FileHeader, SectionHeader};
+use object::read::ReadCache;
+use object::Endianness;
+
+/// The SONAME of the ELF shared library at `path`, `None` when it has none.
+pub fn soname(path: &Path) -> Result<Option<String>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let data = ReadCache::new(file);
+    soname_from(&data)
+        .with_context(|| format!("cannot read the ELF dynamic section of {}", path.display()))
+}
+
+fn soname_from(data: &ReadCache<File>) -> Result<Option<String>> {
+    let kind = object::FileKind::parse(data)?;
+    match kind {
+        object::FileKind::Elf64 => soname_of::<elf::FileHeader64<Endianness>>(data),
+        object::FileKind::Elf32 => soname_of::<elf::FileHeader32<Endianness>>(data),
+        other => Err(anyhow!("not an ELF file ({other:?})")),
+    }
+}
+
+fn soname_of<H: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Result<Option<String>> {
+    let header = H::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    for section in sections.iter() {
+        let Some((entries, link)) = section.dynamic(endian, data)? else {
+            continue;
+        };
+        let strings = sections.strings(endian, data, link)?;
+        for entry in entries {
+            if entry.tag32(endian) == Some(elf::DT_SONAME) {
+                let offset: u64 = entry.d_val(endian).into();
+                let name = u32::try_from(offset)
+                    .ok()
+                    .and_then(|offset| strings.get(offset).ok())
+                    .ok_or_else(|| anyhow!("DT_SONAME points outside the string table"))?;
+                return Ok(Some(String::from_utf8_lossy(name).into_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_soname_of_the_host_libc() {
+        // Debian 12's libc: a real, large ELF with a SONAME.
+        let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(soname(libc).unwrap().as_deref(), Some("libc.so.6"));
+    }
+
+    #[test]
+    fn executables_have_no_soname_and_text_is_refused() {
+        assert_eq!(soname(Path::new("/bin/busybox")).unwrap(), None);
+        let err = soname(Path::new("/etc/passwd")).unwrap_err();
+        assert!(format!("{err:#}").contains("/etc/passwd"));
+    }
+}

@@ -1,0 +1,409 @@
+//! Paths inside a root directory (a container's rootfs, a driver root), resolved the way a
+//! process chrooted there would see them: every component, absolute symlinks and `..` included,
+//! stays inside the root (`openat2` with `RESOLVE_IN_ROOT`). A hostile image can therefore never
+//! make gpu-youki read, create or write a host path through a symlink; link loops are refused.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// An open root directory and the host path it was opened at (for messages).
+#[derive(Debug)]
+pub struct FsRoot {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A path inside a root, made relative (`/usr/lib` → `usr/lib`) for `openat2`.
+fn inside(path: &Path) -> &Path {
+    match path.strip_prefix("/").unwrap_or(path) {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    }
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+impl FsRoot {
+    /// Opens `path` (a host directory) as a root.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(FsRoot {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A root from an already open directory (e.g. a new tmpfs); `label` names it in messages.
+    pub fn from_fd(fd: OwnedFd, label: &Path) -> Self {
+        FsRoot {
+            fd,
+            path: label.to_path_buf(),
+        }
+    }
+
+    /// The host path the root was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `path` inside the root with `flags`; `Ok(None)` when it does not exist.
+    pub fn open_at(&self, path: &Path, flags: OFlags, mode: Mode) -> Result<Option<OwnedFd>> {
+        match rustix::fs::openat2(
+            &self.fd,
+            inside(path),
+            flags | OFlags::CLOEXEC,
+            mode,
+            resolve_flags(),
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::LOOP) => bail!(
+                "{} in {} is a symlink loop",
+                path.display(),
+                self.path.display()
+            ),
+            Err(err) => Err(err).with_context(|| {
+                format!("cannot open {} in {}", path.display(), self.path.display())
+            }),
+        }
+    }
+
+    /// Whether `path` exists inside the root (following links inside the root).
+    pub fn exists(&self, path: &Path) -> Result<bool> {
+        Ok(self.open_at(path, OFlags::PATH, Mode::empty())?.is_some())
+    }
+
+    /// The contents of the regular file at `path`, or `None` when there is none.
+    pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let Some(fd) = self.open_at(path, OFlags::RDONLY, Mode::empty())? else {
+            return Ok(None);
+        };
+        let mut file = std::fs::File::from(fd);
+        anyhow::ensure!(
+            file.metadata()?.is_file(),
+            "{} in {} is not a regular file",
+            path.display(),
+            self.path.display()
+        );
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut data).with_context(|| {
+            format!("cannot read {} in {}", path.display(), self.path.display())
+        })?;
+        Ok(Some(data))
+    }
+
+    /// The host path that `path` inside the root resolves to, `None` when it does not exist.
+    /// For reading trusted trees (driver roots) through ordinary host paths.
+    pub fn resolve(&self, path: &Path) -> Result<Option<PathBuf>> {
+        let Some(fd) = self.open_at(path, OFlags::PATH, Mode::empty())? else {
+            return Ok(None);
+        };
+        let link = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .context("cannot read /proc/self/fd")?;
+        Ok(Some(link))
+    }
+
+    /// The names in the directory at `path` (empty when it does not exist).
+    pub fn read_dir(&self, path: &Path) -> Result<Vec<std::ffi::OsString>> {
+        let Some(fd) = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        let dir = rustix::fs::Dir::read_from(&fd).with_context(|| {
+            format!("cannot list {} in {}", path.display(), self.path.display())
+        })?;
+        for entry in dir {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Opens the directory at `path`, creating it and missing parents (0755) inside the root.
+    /// A dangling symlink on the way is followed as the container would: its target is created
+    /// inside the root.
+    pub fn create_dir_all(&self, path: &Path) -> Result<OwnedFd> {
+        let mut wanted = Path::new("/").join(inside(path));
+        let mut hops = 0;
+        'restart: loop {
+            let mut current = PathBuf::from("/");
+            let components: Vec<_> = wanted.components().skip(1).collect();
+            for (i, component) in components.iter().enumerate() {
+                let name = match component {
+                    Component::Normal(name) => name,
+                    Component::ParentDir => {
+                        current.pop(); // never above the root: "/" has no parent to pop to
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let parent = self.dir(&current)?;
+                current.push(name);
+                if self
+                    .open_at(&current, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
+                    .is_some()
+                {
+                    continue;
+                }
+                match rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) => continue,
+                    Err(Errno::EXIST) => {}
+                    Err(err) => {
+                        return Err(err).with_context(|| {
+                            format!(
+                                "cannot create {} in {}",
+                                current.display(),
+                                self.path.display()
+                            )
+                        })
+                    }
+                }
+                // Something is there but does not open as a directory: a dangling link.
+                let target =
+                    rustix::fs::readlinkat(&parent, *name, Vec::new()).with_context(|| {
+                        format!(
+                            "{} in {} is not a directory",
+                            current.display(),
+                            self.path.display()
+                        )
+                    })?;
+                hops += 1;
+                anyhow::ensure!(
+                    hops <= 40,
+                    "{} in {} is a symlink loop",
+                    path.display(),
+                    self.path.display()
+                );
+                let base = current.parent().unwrap_or(Path::new("/"));
+                let mut next = base.join(OsStr::from_bytes(target.as_bytes()));
+                next.extend(&components[i + 1..]);
+                wanted = next;
+                continue 'restart;
+            }
+            return self.dir(&current);
+        }
+    }
+
+    /// Opens an existing directory (an `O_PATH` fd usable with the `*at` calls).
+    fn dir(&self, path: &Path) -> Result<OwnedFd> {
+        self.open_at(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
+            .with_context(|| {
+                format!(
+                    "{} does not exist in {}",
+                    path.display(),
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Makes `path` a symlink to `target`, replacing what is there unless it is the same link;
+    /// the parent directory is resolved inside the root and created when missing.
+    pub fn symlink(&self, target: &Path, path: &Path) -> Result<()> {
+        let (parent, name) = split(path)?;
+        let dir = self.create_dir_all(parent)?;
+        if let Ok(existing) = rustix::fs::readlinkat(&dir, name, Vec::new()) {
+            if existing.as_bytes() == target.as_os_str().as_bytes() {
+                return Ok(());
+            }
+        }
+        let temp = temp_name(name);
+        let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
+        rustix::fs::symlinkat(target, &dir, &temp).with_context(|| {
+            format!(
+                "cannot create a link at {} in {}",
+                path.display(),
+                self.path.display()
+            )
+        })?;
+        rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
+            format!(
+                "cannot replace {} in {}",
+                path.display(),
+                self.path.display()
+            )
+        })
+    }
+
+    /// Writes `data` to `path` atomically (a temporary file renamed over it), mode 0644, unless
+    /// it already holds exactly that. Returns whether anything was written.
+    pub fn write_file(&self, path: &Path, data: &[u8]) -> Result<bool> {
+        if self.read(path).ok().flatten().as_deref() == Some(data) {
+            return Ok(false);
+        }
+        let (parent, name) = split(path)?;
+        let dir = self.create_dir_all(parent)?;
+        let temp = temp_name(name);
+        let fd = rustix::fs::openat(
+            &dir,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .with_context(|| {
+            format!(
+                "cannot create {} in {}",
+                path.display(),
+                self.path.display()
+            )
+        })?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(data)
+            .and_then(|_| file.sync_data())
+            .with_context(|| {
+                format!("cannot write {} in {}", path.display(), self.path.display())
+            })?;
+        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o644))?;
+        rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
+            format!(
+                "cannot replace {} in {}",
+                path.display(),
+                self.path.display()
+            )
+        })?;
+        Ok(true)
+    }
+
+    /// Creates an empty regular file at `path` (a mount target) unless something is there.
+    pub fn create_file(&self, path: &Path) -> Result<()> {
+        if self.exists(path)? {
+            return Ok(());
+        }
+        let (parent, name) = split(path)?;
+        let dir = self.create_dir_all(parent)?;
+        match rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(_) | Err(Errno::EXIST) => Ok(()),
+            Err(err) => Err(err).with_context(|| {
+                format!(
+                    "cannot create {} in {}",
+                    path.display(),
+                    self.path.display()
+                )
+            }),
+        }
+    }
+}
+
+/// Splits `path` into its parent directory and last component.
+fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => bail!("{} has no file name", path.display()),
+    }
+}
+
+fn temp_name(name: &OsStr) -> PathBuf {
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".gpu-youki-{}", std::process::id()));
+    PathBuf::from(temp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("gpu-youki-fsroot-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn absolute_and_dotdot_links_stay_inside_the_root() {
+        let base = scratch("escape");
+        let root_dir = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(root_dir.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // /etc -> <host path outside>, /lib -> ../../../../outside
+        std::os::unix::fs::symlink(&outside, root_dir.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../outside", root_dir.join("lib")).unwrap();
+        let root = FsRoot::open(&root_dir).unwrap();
+        root.write_file(Path::new("/etc/ld.so.cache"), b"cache")
+            .unwrap();
+        root.symlink(Path::new("libx.so.1.0"), Path::new("/lib/libx.so.1"))
+            .unwrap();
+        root.create_file(Path::new("/etc/target")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "wrote outside the root"
+        );
+        // They landed inside, where the container sees them.
+        assert_eq!(
+            std::fs::read(
+                root_dir
+                    .join(outside.strip_prefix("/").unwrap())
+                    .join("ld.so.cache")
+            )
+            .unwrap(),
+            b"cache"
+        );
+        assert_eq!(
+            root.read(Path::new("/etc/ld.so.cache")).unwrap().unwrap(),
+            b"cache"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn writes_are_idempotent_and_links_replaced() {
+        let base = scratch("idem");
+        let root = FsRoot::open(&base).unwrap();
+        assert!(root.write_file(Path::new("/a/b/file"), b"x").unwrap());
+        assert!(!root.write_file(Path::new("/a/b/file"), b"x").unwrap());
+        root.symlink(Path::new("one"), Path::new("/a/link"))
+            .unwrap();
+        root.symlink(Path::new("two"), Path::new("/a/link"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_link(base.join("a/link")).unwrap(),
+            PathBuf::from("two")
+        );
+        assert_eq!(
+            std::fs::read_dir(base.join("a")).unwrap().count(),
+            2,
+            "temp files left"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn link_loops_are_refused() {
+        let base = scratch("loop");
+        std::os::unix::fs::symlink("b", base.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", base.join("b")).unwrap();
+        let root = FsRoot::open(&base).unwrap();
+        let err = root.read(Path::new("/a/x")).unwrap_err().to_string();
+        assert!(err.contains("symlink loop"), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,315 @@
+//! What one container gets: a pure function of the request, the host inventory and a few facts
+//! read from the container's rootfs. Printable (`gpu-youki gpu plan`) so a person can see what a
+//! container will get before it starts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::fsroot::FsRoot;
+use crate::inventory::{DeviceNode, DriverPart, Gpu, HostInventory};
+use crate::ldcache::{LdCache, LdCacheEntry, NATIVE_FLAGS};
+use crate::request::{DeviceSelector, GpuFacts, GpuRequest, HostFacts, Version, VisibleDevices};
+
+/// The ld.so.conf.d drop-in that keeps the driver libraries when the container runs ldconfig.
+pub const LDCONF_DROPIN: &str = "/etc/ld.so.conf.d/00-gpu-youki.conf";
+
+/// Facts about the container's rootfs that change what it gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsFacts {
+    /// The image's library directory: `/usr/lib/x86_64-linux-gnu` on Debian-family images
+    /// (`/etc/debian_version` exists), `/usr/lib64` otherwise, as the legacy toolkit chooses.
+    pub library_dir: PathBuf,
+    /// The image's own `/etc/ld.so.cache`, merged with the driver's entries.
+    pub ld_cache: Option<Vec<u8>>,
+}
+
+impl RootfsFacts {
+    /// Reads the facts inside `rootfs` (links resolved inside it).
+    pub fn read(rootfs: &FsRoot) -> Result<Self> {
+        let debian = rootfs.exists(Path::new("/etc/debian_version"))?;
+        Ok(RootfsFacts {
+            library_dir: PathBuf::from(if debian {
+                "/usr/lib/x86_64-linux-gnu"
+            } else {
+                "/usr/lib64"
+            }),
+            ld_cache: rootfs.read(Path::new("/etc/ld.so.cache"))?,
+        })
+    }
+}
+
+/// A bind mount from the host into the container (read-only, nosuid, nodev unless noted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedMount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub destination: PathBuf,
+    /// A directory (the MPS pipe dir) rather than a file.
+    pub directory: bool,
+    /// Writable (IPC endpoints); everything else is read-only.
+    pub writable: bool,
+}
+
+/// A symlink written into the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedLink {
+    /// The link's path inside the rootfs.
+    pub path: PathBuf,
+    /// What it points to (relative to its directory).
+    pub target: PathBuf,
+}
+
+/// A file written into the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedFile {
+    /// Its path inside the rootfs.
+    pub path: PathBuf,
+    /// Its content.
+    #[serde(serialize_with = "summarise")]
+    pub content: Vec<u8>,
+}
+
+fn summarise<S: serde::Serializer>(content: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(content) {
+        Ok(text) if !text.contains('\0') => s.serialize_str(text),
+        _ => s.serialize_str(&format!("<{} bytes>", content.len())),
+    }
+}
+
+/// The container's `/proc/driver/nvidia`: a fresh tmpfs with copies of the driver's files and
+/// the granted GPUs' directories bound from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcView {
+    /// Host `<proc-root>/proc/driver/nvidia`.
+    pub host_dir: PathBuf,
+    /// The granted GPUs' directory names under `gpus/`.
+    pub gpus: Vec<String>,
+}
+
+/// Everything one container gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuPlan {
+    /// The driver version the plan was made for.
+    pub driver_version: String,
+    /// The granted GPUs' indices.
+    pub gpus: Vec<u32>,
+    /// Device nodes and their cgroup allow rules.
+    pub devices: Vec<DeviceNode>,
+    /// Driver files bound into the container.
+    pub mounts: Vec<PlannedMount>,
+    /// SONAME and development links next to the libraries.
+    pub links: Vec<PlannedLink>,
+    /// `/etc/ld.so.cache` and the ld.so.conf.d drop-in.
+    pub files: Vec<PlannedFile>,
+    /// The container's `/proc/driver/nvidia`.
+    pub proc_view: ProcView,
+}
+
+impl GpuPlan {
+    /// Makes the plan; `None` when the request names no NVIDIA device (only other vendors' CDI
+    /// devices). Fails on unknown devices and on unmet requirements. `cuda` is the CUDA version
+    /// the driver supports, asked of the driver only when a requirement needs it.
+    pub fn new(
+        request: &GpuRequest,
+        inventory: &HostInventory,
+        rootfs: &RootfsFacts,
+        cuda: Option<Version>,
+    ) -> Result<Option<Self>> {
+        let Some(visible) = &request.devices else {
+            return Ok(None);
+        };
+        let gpus = select_gpus(visible, &inventory.gpus)?;
+        // arch and brand would need NVML; without it they are unknown, which fails closed.
+        let facts = HostFacts {
+            cuda,
+            driver: inventory.driver_version.parse().ok(),
+            gpus: gpus
+                .iter()
+                .map(|g| GpuFacts {
+                    name: format!("GPU {} ({})", g.index, g.bus_id),
+                    arch: None,
+                    brand: None,
+                })
+                .collect(),
+        };
+        request.check_requirements(&facts)?;
+        let components = request.capabilities.components();
+        let parts: Vec<DriverPart> = [
+            (components.utility_libraries, DriverPart::UtilityLibrary),
+            (components.compute_libraries, DriverPart::ComputeLibrary),
+            (components.video_libraries, DriverPart::VideoLibrary),
+            (components.graphics_libraries, DriverPart::GraphicsLibrary),
+            (components.ngx_libraries, DriverPart::NgxLibrary),
+            (components.utility_binaries, DriverPart::UtilityBinary),
+            (components.utility_binaries, DriverPart::UtilityIpc),
+            (components.compute_binaries, DriverPart::ComputeBinary),
+            (components.compute_libraries, DriverPart::ComputeIpc),
+            (true, DriverPart::Firmware),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, part)| wanted.then_some(part))
+        .collect();
+
+        let mut devices = Vec::new();
+        let control = |name| inventory.control_device(name).cloned();
+        devices.extend(control("nvidiactl"));
+        devices.extend(gpus.iter().map(|g| g.device.clone()));
+        if components.compute_libraries {
+            devices.extend(control("nvidia-uvm"));
+            devices.extend(control("nvidia-uvm-tools"));
+        }
+        if components.modeset_device {
+            devices.extend(control("nvidia-modeset"));
+        }
+        if control("nvidiactl").is_none() {
+            bail!(
+                "the NVIDIA control device {}/dev/nvidiactl is missing",
+                inventory.roots.dev_root.display()
+            );
+        }
+
+        let library_dir = &rootfs.library_dir;
+        let mut mounts = Vec::new();
+        let mut links = Vec::new();
+        let mut cache_entries = Vec::new();
+        for file in inventory.files.iter().filter(|f| parts.contains(&f.part)) {
+            let destination = match &file.container_path {
+                Some(path) => path.clone(),
+                None => library_dir.join(&file.name),
+            };
+            mounts.push(PlannedMount {
+                source: file.host_path.clone(),
+                destination,
+                directory: file.part == DriverPart::ComputeIpc,
+                writable: matches!(file.part, DriverPart::UtilityIpc | DriverPart::ComputeIpc),
+            });
+            if !file.part.is_library() {
+                continue;
+            }
+            let soname = file.soname.clone().unwrap_or_else(|| file.name.clone());
+            if soname != file.name {
+                links.push(PlannedLink {
+                    path: library_dir.join(&soname),
+                    target: PathBuf::from(&file.name),
+                });
+            }
+            cache_entries.push(LdCacheEntry::new(
+                soname.clone(),
+                library_dir.join(&soname),
+                NATIVE_FLAGS,
+            ));
+            // The development links the legacy toolkit creates (reference §2.6).
+            if let Some(dev_link) = development_link(&file.name, &soname) {
+                cache_entries.push(LdCacheEntry::new(
+                    dev_link.0.clone(),
+                    library_dir.join(&dev_link.0),
+                    NATIVE_FLAGS,
+                ));
+                links.push(PlannedLink {
+                    path: library_dir.join(dev_link.0),
+                    target: dev_link.1,
+                });
+            }
+        }
+
+        let mut cache = match &rootfs.ld_cache {
+            Some(data) => LdCache::parse(data).context("invalid /etc/ld.so.cache in the image")?,
+            None => LdCache::default(),
+        };
+        cache.merge_scanned_first(cache_entries);
+        let dropin = format!(
+            "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n{}\n",
+            library_dir.display()
+        );
+        let files = vec![
+            PlannedFile {
+                path: PathBuf::from("/etc/ld.so.cache"),
+                content: cache.to_bytes()?,
+            },
+            PlannedFile {
+                path: PathBuf::from(LDCONF_DROPIN),
+                content: dropin.into_bytes(),
+            },
+        ];
+
+        Ok(Some(GpuPlan {
+            driver_version: inventory.driver_version.clone(),
+            gpus: gpus.iter().map(|g| g.index).collect(),
+            devices,
+            mounts,
+            links,
+            files,
+            proc_view: ProcView {
+                host_dir: inventory.proc_dir.clone(),
+                gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),
+            },
+        }))
+    }
+}
+
+/// `libcuda.so → libcuda.so.1`, `libnvidia-opticalflow.so → …so.1` and
+/// `libGLX_indirect.so.0 → libGLX_nvidia.so.<version>`: (link name, target).
+fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
+    if soname == "libcuda.so.1" || soname == "libnvidia-opticalflow.so.1" {
+        let name = soname.trim_end_matches(".1").to_string();
+        return Some((name, PathBuf::from(soname)));
+    }
+    if file.starts_with("libGLX_nvidia.so.") {
+        return Some(("libGLX_indirect.so.0".to_string(), PathBuf::from(file)));
+    }
+    None
+}
+
+/// The GPUs a request names, resolved against the inventory.
+fn select_gpus<'a>(visible: &VisibleDevices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
+    let selectors = match visible {
+        VisibleDevices::DriverOnly => return Ok(Vec::new()),
+        VisibleDevices::All => return Ok(gpus.iter().collect()),
+        VisibleDevices::Selected(selectors) => selectors,
+    };
+    let mut selected: Vec<&Gpu> = Vec::new();
+    for selector in selectors {
+        let gpu = match selector {
+            DeviceSelector::Index(index) => gpus.iter().find(|g| g.index == *index),
+            DeviceSelector::GpuUuid(uuid) => gpus.iter().find(|g| {
+                g.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+            }),
+            DeviceSelector::PciBusId(bus) => gpus.iter().find(|g| g.pci == *bus),
+            DeviceSelector::MigIndex { .. } | DeviceSelector::MigUuid(_) => None,
+        };
+        let Some(gpu) = gpu else {
+            bail!(
+                "NVIDIA_VISIBLE_DEVICES: unknown device {} (this host has {})",
+                describe(selector),
+                host_summary(gpus)
+            );
+        };
+        if !selected.iter().any(|g| g.index == gpu.index) {
+            selected.push(gpu);
+        }
+    }
+    Ok(selected)
+}
+
+fn describe(selector: &DeviceSelector) -> String {
+    match selector {
+        DeviceSelector::Index(i) => format!("GPU index {i}"),
+        DeviceSelector::GpuUuid(u) => format!("GPU {u}"),
+        DeviceSelector::PciBusId(b) => format!("GPU at PCI bus id {b}"),
+        DeviceSelector::MigIndex { gpu, mig } => format!("MIG device {gpu}:{mig}"),
+        DeviceSelector::MigUuid(u) => format!("MIG device {u}"),
+    }
+}
+
+fn host_summary(gpus: &[Gpu]) -> String {
+    match gpus.len() {
+        0 => "no GPUs".to_string(),
+        1 => "1 GPU, index 0, and no MIG devices".to_string(),
+        n => format!("{n} GPUs, indices 0-{}, and no MIG devices", n - 1),
+    }
+}
