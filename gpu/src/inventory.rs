@@ -98,6 +98,22 @@ pub enum DriverPart {
 }
 
 impl DriverPart {
+    /// The part's name as JSON spells it (`compute-library`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverPart::UtilityLibrary => "utility-library",
+            DriverPart::ComputeLibrary => "compute-library",
+            DriverPart::VideoLibrary => "video-library",
+            DriverPart::GraphicsLibrary => "graphics-library",
+            DriverPart::NgxLibrary => "ngx-library",
+            DriverPart::UtilityBinary => "utility-binary",
+            DriverPart::ComputeBinary => "compute-binary",
+            DriverPart::UtilityIpc => "utility-ipc",
+            DriverPart::ComputeIpc => "compute-ipc",
+            DriverPart::Firmware => "firmware",
+        }
+    }
+
     /// Whether the part is a shared library (placed in the image's library directory).
     pub fn is_library(self) -> bool {
         matches!(
@@ -246,6 +262,7 @@ impl HostInventory {
             .with_context(|| format!("cannot open the driver root {}", roots.root.display()))?;
         let mut files = find_libraries(&driver_root, &roots.library_dirs, &driver_version)?;
         files.extend(find_fixed_files(&driver_root, &driver_version)?);
+        files.sort_by(|a, b| (a.part, &a.name).cmp(&(b.part, &b.name)));
         Ok(HostInventory {
             roots: roots.clone(),
             driver_version,

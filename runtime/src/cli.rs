@@ -57,6 +57,40 @@ pub enum Command {
     List(liboci_cli::List),
     /// Print a container's resource usage statistics and events.
     Events(liboci_cli::Events),
+    /// Show the host's NVIDIA GPUs and driver files, or what a bundle's container would get.
+    #[command(subcommand)]
+    Gpu(GpuCommand),
+}
+
+/// `gpu-youki gpu …`: read-only views of the GPU stage.
+#[derive(Subcommand, Debug)]
+pub enum GpuCommand {
+    /// The host inventory: GPUs (index, UUID, bus id, model), devices, and the driver's
+    /// libraries, binaries, IPC sockets and firmware by part. Set GPU_YOUKI_CONFIG to use
+    /// another config file than /etc/gpu-youki/config.toml.
+    Inventory {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// What the container of a bundle would get: devices, mounts, links, files, /proc view.
+    Plan {
+        /// The bundle whose config.json asks for GPUs.
+        #[arg(short, long, default_value = ".")]
+        bundle: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+/// Table for people, JSON for programs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OutputFormat {
+    /// Aligned text.
+    Table,
+    /// Pretty-printed JSON.
+    Json,
 }
 
 /// `kill` as runc takes it: the signal is optional and defaults to SIGTERM.

@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod features;
 mod foreground;
+mod gpu;
 mod kill;
 mod list;
 mod pause;
@@ -52,6 +53,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<ExitCode> {
         Command::Spec(args) => spec::spec(args).map(ok),
         Command::List(args) => list::list(args, &root()?).map(ok),
         Command::Events(args) => events::events(args, &root()?).map(ok),
+        Command::Gpu(command) => gpu::gpu(command).map(ok),
     }
 }
 

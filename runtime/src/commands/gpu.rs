@@ -1,0 +1,167 @@
+//! `gpu inventory` and `gpu plan`: what the host's driver offers (like `nvidia-container-cli
+//! info` and `list`), and what a bundle's container would get, before starting anything.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use gpu::config::GpuConfig;
+use gpu::inventory::HostInventory;
+use gpu::plan::GpuPlan;
+
+use super::absolute;
+use super::create::load_bundle_spec;
+use crate::cli::{GpuCommand, OutputFormat};
+use crate::gpu_stage::plan_for;
+
+pub fn gpu(command: GpuCommand) -> Result<()> {
+    let config = GpuConfig::load()?;
+    let inventory = HostInventory::read(&config.driver)?;
+    match command {
+        GpuCommand::Inventory { format } => match format {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&inventory)?),
+            OutputFormat::Table => print!("{}", inventory_table(&inventory)),
+        },
+        GpuCommand::Plan { bundle, format } => {
+            let bundle = absolute(&bundle)?;
+            let spec = load_bundle_spec(&bundle)?;
+            let Some((plan, _)) = plan_for(&spec, &bundle, &inventory)? else {
+                bail!(
+                    "{}/config.json asks for no NVIDIA GPU: the container gets nothing",
+                    bundle.display()
+                );
+            };
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutputFormat::Table => print!("{}", plan_table(&plan)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inventory_table(inventory: &HostInventory) -> String {
+    let mut out = String::new();
+    let roots = &inventory.roots;
+    let _ = writeln!(
+        out,
+        "NVIDIA driver {} (root {}, dev-root {}, proc-root {})",
+        inventory.driver_version,
+        roots.root.display(),
+        roots.dev_root.display(),
+        roots.proc_root.display()
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<6} {:<41} {:<13} MODEL",
+        "INDEX", "UUID", "BUS ID"
+    );
+    for gpu in &inventory.gpus {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<41} {:<13} {}",
+            gpu.index,
+            gpu.uuid.as_deref().unwrap_or("-"),
+            gpu.bus_id,
+            gpu.model.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "\nDEVICES");
+    for device in inventory
+        .control_devices
+        .iter()
+        .chain(inventory.gpus.iter().map(|g| &g.device))
+    {
+        let _ = writeln!(
+            out,
+            "  {} {}:{}",
+            device.path.display(),
+            device.major,
+            device.minor
+        );
+    }
+    let mut part = None;
+    for file in &inventory.files {
+        if part != Some(file.part) {
+            part = Some(file.part);
+            let _ = writeln!(
+                out,
+                "\n{}",
+                serde_json::to_value(file.part)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_uppercase()
+            );
+        }
+        let soname = file
+            .soname
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}{soname}  {}", file.name, file.host_path.display());
+    }
+    out
+}
+
+fn plan_table(plan: &GpuPlan) -> String {
+    let mut out = String::new();
+    let gpus: Vec<String> = plan.gpus.iter().map(u32::to_string).collect();
+    let _ = writeln!(
+        out,
+        "driver {}; GPUs: {}",
+        plan.driver_version,
+        if gpus.is_empty() {
+            "none".into()
+        } else {
+            gpus.join(", ")
+        }
+    );
+    let _ = writeln!(out, "\nDEVICES (node and cgroup rule rwm)");
+    for device in &plan.devices {
+        let _ = writeln!(
+            out,
+            "  {} c {}:{}",
+            device.path.display(),
+            device.major,
+            device.minor
+        );
+    }
+    let _ = writeln!(out, "\nMOUNTS");
+    for mount in &plan.mounts {
+        let flags = if mount.writable {
+            "rw,nosuid,nodev,noexec"
+        } else {
+            "ro,nosuid,nodev"
+        };
+        let _ = writeln!(
+            out,
+            "  {} <- {} ({flags})",
+            mount.destination.display(),
+            mount.source.display()
+        );
+    }
+    let _ = writeln!(out, "\nLINKS");
+    for link in &plan.links {
+        let _ = writeln!(
+            out,
+            "  {} -> {}",
+            link.path.display(),
+            link.target.display()
+        );
+    }
+    let _ = writeln!(out, "\nFILES");
+    for file in &plan.files {
+        let _ = writeln!(
+            out,
+            "  {} ({} bytes)",
+            file.path.display(),
+            file.content.len()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n/proc/driver/nvidia/gpus: {}",
+        plan.proc_view.gpus.join(", ")
+    );
+    out
+}
