@@ -9,6 +9,10 @@
 //! proc-root = "/"       # <proc-root>/proc/driver/nvidia and <proc-root>/proc/devices
 //! library-dirs = []     # where driver libraries are; empty: <root>/etc/ld.so.cache, then the
 //!                       # standard library directories, all under <root>
+//!
+//! [request]
+//! volume-mounts = false # read device lists from /dev/null mounts under
+//!                       # /var/run/nvidia-container-devices (the device plugin's strategy)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -29,6 +33,20 @@ pub struct GpuConfig {
     /// Where the NVIDIA driver's files live on this host.
     #[serde(default)]
     pub driver: DriverConfig,
+    /// Which ways of asking for GPUs are accepted.
+    #[serde(default)]
+    pub request: RequestConfig,
+}
+
+/// The `[request]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RequestConfig {
+    /// Accept device lists given as `/dev/null` mounts under
+    /// `/var/run/nvidia-container-devices` (the Kubernetes device plugin's `volume-mounts`
+    /// strategy); they take precedence over `NVIDIA_VISIBLE_DEVICES`.
+    #[serde(default)]
+    pub volume_mounts: bool,
 }
 
 /// The `[driver]` table: the roots under which the driver is found. A containerised driver
@@ -142,6 +160,9 @@ mod tests {
             config.driver.library_dirs,
             vec![PathBuf::from("/usr/lib64")]
         );
+        assert!(!config.request.volume_mounts);
+        let config = GpuConfig::parse("[request]\nvolume-mounts = true\n").unwrap();
+        assert!(config.request.volume_mounts);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Nothing in this crate executes a program.
 //! * [`request`]: the GPU request in a container's environment and the check of its
 //!   requirements against the host;
-//! * [`config`]: the configuration file (driver, dev and proc roots);
+//! * [`config`]: the configuration file (driver roots, request policy);
+//! * [`volumes`]: device lists given as volume mounts (the device plugin's strategy);
 //! * [`inventory`]: what the host's driver offers, read from procfs, /dev and the driver's files;
 //! * [`plan`]: what one container gets, a pure function of request, inventory and rootfs facts;
 //! * [`apply`]: the plan carried out on the spec, the rootfs and the container's mounts;
@@ -22,3 +23,4 @@ pub mod pci;
 pub mod plan;
 pub mod procfs;
 pub mod request;
+pub mod volumes;

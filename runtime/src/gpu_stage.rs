@@ -14,7 +14,8 @@ use gpu::config::GpuConfig;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, RootfsFacts};
-use gpu::request::{GpuRequest, Version};
+use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
+use gpu::volumes;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
 
@@ -28,13 +29,41 @@ pub struct GpuStage {
     shadow: ShadowBundle,
 }
 
-/// The request in the spec's process environment, if any.
-pub fn request_of(spec: &Spec) -> Result<Option<GpuRequest>> {
-    let env = spec
-        .process()
+/// Whether the spec could ask for a GPU at all; decided without reading any configuration,
+/// so containers without a request pay nothing.
+fn may_request(spec: &Spec) -> Result<bool> {
+    let destinations = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().as_path());
+    Ok(volumes::mentions_device_list(destinations)
+        || GpuRequest::from_env(&env_of(spec))?.is_some())
+}
+
+fn env_of(spec: &Spec) -> Vec<String> {
+    spec.process()
         .as_ref()
         .and_then(|p| p.env().clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The request: the process environment, with the device list of `/dev/null` volume mounts
+/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those.
+pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
+    let mut env = env_of(spec);
+    if config.request.volume_mounts {
+        let mounts = spec.mounts().iter().flatten().filter_map(|m| {
+            m.source()
+                .as_deref()
+                .map(|source| (source, m.destination().as_path()))
+        });
+        if let Some(list) = volumes::device_list(mounts) {
+            let key = format!("{VISIBLE_DEVICES}=");
+            env.retain(|e| !e.starts_with(&key));
+            env.push(format!("{key}{list}"));
+        }
+    }
     GpuRequest::from_env(&env)
 }
 
@@ -50,9 +79,10 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 pub fn plan_for(
     spec: &Spec,
     bundle: &Path,
+    config: &GpuConfig,
     inventory: &HostInventory,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
-    let Some(request) = request_of(spec)? else {
+    let Some(request) = request_of(spec, config)? else {
         return Ok(None);
     };
     let rootfs = FsRoot::open(&rootfs_of(spec, bundle)?)?;
@@ -85,12 +115,12 @@ impl GpuStage {
         state_root: &Path,
         id: &str,
     ) -> Result<Option<Self>> {
-        if request_of(spec)?.is_none() {
+        if !may_request(spec)? {
             return Ok(None);
         }
         let config = GpuConfig::load()?;
         let inventory = HostInventory::read(&config.driver)?;
-        let Some((plan, rootfs)) = plan_for(spec, bundle, &inventory)? else {
+        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, &inventory)? else {
             return Ok(None);
         };
         let bind_devices = apply::uses_user_namespace(spec);

@@ -24,7 +24,7 @@ pub fn gpu(command: GpuCommand) -> Result<()> {
         GpuCommand::Plan { bundle, format } => {
             let bundle = absolute(&bundle)?;
             let spec = load_bundle_spec(&bundle)?;
-            let Some((plan, _)) = plan_for(&spec, &bundle, &inventory)? else {
+            let Some((plan, _)) = plan_for(&spec, &bundle, &config, &inventory)? else {
                 bail!(
                     "{}/config.json asks for no NVIDIA GPU: the container gets nothing",
                     bundle.display()
