@@ -25,7 +25,7 @@ use rustix::mount::{
 
 use crate::fsroot::FsRoot;
 use crate::inventory::DeviceNode;
-use crate::plan::GpuPlan;
+use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
 
 /// Whether the spec puts the container in a new user namespace (nodes cannot be made there,
@@ -87,6 +87,9 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
 /// Writes the plan's files and links into the rootfs and creates the mount targets, all
 /// resolved inside the rootfs. Idempotent: a second run leaves the same files.
 pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
+    for path in &plan.removals {
+        rootfs.remove_file(path)?;
+    }
     for file in &plan.files {
         rootfs.write_file(&file.path, &file.content)?;
     }
@@ -94,13 +97,46 @@ pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
         rootfs.symlink(&link.target, &link.path)?;
     }
     for mount in &plan.mounts {
-        if mount.directory {
-            rootfs.create_dir_all(&mount.destination)?;
-        } else {
-            rootfs.create_file(&mount.destination)?;
-        }
+        create_target(
+            rootfs,
+            &mount.destination,
+            mount.directory,
+            target_mode(mount),
+        )?;
     }
     Ok(())
+}
+
+fn target_mode(mount: &PlannedMount) -> u32 {
+    if mount.executable {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn create_target(root: &FsRoot, path: &Path, directory: bool, mode: u32) -> Result<()> {
+    if directory {
+        root.create_dir_all(path).map(drop)
+    } else {
+        root.create_file(path, mode)
+    }
+}
+
+/// The plan's files that a spec mount covers (a volume on `/etc`, say): the container would not
+/// see what [`prepare_rootfs`] wrote, so they are bound from runtime-owned copies instead.
+pub fn covered_files<'a>(
+    plan: &'a GpuPlan,
+    mount_destinations: &[&Path],
+) -> Vec<&'a crate::plan::PlannedFile> {
+    plan.files
+        .iter()
+        .filter(|file| {
+            mount_destinations
+                .iter()
+                .any(|d| file.path.starts_with(d) && *d != Path::new("/"))
+        })
+        .collect()
 }
 
 /// Creates the host's `<dev-root>/dev/char/MAJ:MIN` links for the plan's devices when missing
@@ -135,16 +171,25 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 struct Attachment {
     tree: OwnedFd,
     destination: PathBuf,
-    /// Create the target inside the container if it is missing (device nodes under /dev).
-    create_target: bool,
+    /// A missing target is created inside the container (a spec mount such as a tmpfs on
+    /// `/run` or `/dev` may hide the one made in the rootfs): a directory, or a file with
+    /// these permission bits.
+    directory: bool,
+    mode: u32,
 }
 
-/// Binds the plan's driver files, the host device nodes (with a user namespace) and the
-/// `/proc/driver/nvidia` view into the mount namespace of the container whose init is `pid`.
+/// Binds the plan's driver files, `extra` mounts (runtime-owned copies of covered files), the
+/// host device nodes (with a user namespace) and the `/proc/driver/nvidia` view into the mount
+/// namespace of the container whose init is `pid`.
 #[tracing::instrument(level = "debug", name = "mount_into_container", skip_all)]
-pub fn mount_into_container(pid: i32, plan: &GpuPlan, bind_devices: bool) -> Result<()> {
+pub fn mount_into_container(
+    pid: i32,
+    plan: &GpuPlan,
+    extra: &[PlannedMount],
+    bind_devices: bool,
+) -> Result<()> {
     let mut attachments = Vec::new();
-    for mount in &plan.mounts {
+    for mount in plan.mounts.iter().chain(extra) {
         let attrs = if mount.writable {
             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
         } else {
@@ -153,7 +198,8 @@ pub fn mount_into_container(pid: i32, plan: &GpuPlan, bind_devices: bool) -> Res
         attachments.push(Attachment {
             tree: clone_tree(&mount.source, attrs)?,
             destination: mount.destination.clone(),
-            create_target: false,
+            directory: mount.directory,
+            mode: target_mode(mount),
         });
     }
     if bind_devices {
@@ -193,7 +239,8 @@ fn device_attachment(device: &DeviceNode) -> Result<Attachment> {
     Ok(Attachment {
         tree: clone_tree(&device.host_path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
         destination: device.path.clone(),
-        create_target: true,
+        directory: false,
+        mode: 0o644,
     })
 }
 
@@ -250,9 +297,12 @@ fn set_mount_attrs(fd: &OwnedFd, attrs: u64) -> Result<()> {
 
 /// Attaches a detached mount at its destination, resolved inside the container's root.
 fn attach(root: &FsRoot, attachment: &Attachment) -> Result<()> {
-    if attachment.create_target {
-        root.create_file(&attachment.destination)?;
-    }
+    create_target(
+        root,
+        &attachment.destination,
+        attachment.directory,
+        attachment.mode,
+    )?;
     let target = root
         .open_at(&attachment.destination, OFlags::PATH, Mode::empty())?
         .with_context(|| {
@@ -345,13 +395,22 @@ impl ProcViewMount {
 
     /// Attaches the tmpfs, binds the GPU directories into it, then makes it read-only.
     fn attach(self, root: &FsRoot) -> Result<()> {
+        if !root.exists(&self.destination)? {
+            // Procfs without it (gVisor, say): there is nothing of other GPUs to hide.
+            tracing::warn!(
+                "{} does not exist in the container: no /proc/driver/nvidia view",
+                self.destination.display()
+            );
+            return Ok(());
+        }
         let tmpfs_root = self.tmpfs.try_clone()?;
         attach(
             root,
             &Attachment {
                 tree: self.tmpfs,
                 destination: self.destination.clone(),
-                create_target: false,
+                directory: true,
+                mode: 0o755,
             },
         )?;
         for (bus_id, tree) in self.gpus {
@@ -365,7 +424,8 @@ impl ProcViewMount {
                 &Attachment {
                     tree,
                     destination,
-                    create_target: false,
+                    directory: true,
+                    mode: 0o755,
                 },
             )?;
         }

@@ -9,6 +9,8 @@
 //! proc-root = "/"       # <proc-root>/proc/driver/nvidia and <proc-root>/proc/devices
 //! library-dirs = []     # where driver libraries are; empty: <root>/etc/ld.so.cache, then the
 //!                       # standard library directories, all under <root>
+//! binary-dirs = []      # where nvidia-smi and the other binaries are (under <root>); empty:
+//!                       # /usr/bin, /usr/sbin, /bin, /sbin, /usr/local/bin, /usr/local/sbin
 //!
 //! [request]
 //! volume-mounts = false # read device lists from /dev/null mounts under
@@ -67,6 +69,10 @@ pub struct DriverConfig {
     /// through `<root>/etc/ld.so.cache` and the standard library directories.
     #[serde(default)]
     pub library_dirs: Vec<PathBuf>,
+    /// Directories (under `root`) that hold the driver binaries; when empty, the standard
+    /// binary directories.
+    #[serde(default)]
+    pub binary_dirs: Vec<PathBuf>,
 }
 
 fn slash() -> PathBuf {
@@ -80,6 +86,7 @@ impl Default for DriverConfig {
             dev_root: slash(),
             proc_root: slash(),
             library_dirs: Vec::new(),
+            binary_dirs: Vec::new(),
         }
     }
 }

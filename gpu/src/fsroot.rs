@@ -268,11 +268,9 @@ impl FsRoot {
             )
         })?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(data)
-            .and_then(|_| file.sync_data())
-            .with_context(|| {
-                format!("cannot write {} in {}", path.display(), self.path.display())
-            })?;
+        file.write_all(data).with_context(|| {
+            format!("cannot write {} in {}", path.display(), self.path.display())
+        })?;
         rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o644))?;
         rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
             format!(
@@ -284,8 +282,50 @@ impl FsRoot {
         Ok(true)
     }
 
-    /// Creates an empty regular file at `path` (a mount target) unless something is there.
-    pub fn create_file(&self, path: &Path) -> Result<()> {
+    /// Whether `path` is a symlink or an empty regular file (what gpu-youki places as links and
+    /// mount targets; an image's real files are never empty).
+    pub fn is_placeholder(&self, path: &Path) -> Result<bool> {
+        let (parent, name) = split(path)?;
+        let Some(dir) = self.open_at(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
+        else {
+            return Ok(false);
+        };
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => {
+                let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+                Ok(kind == rustix::fs::FileType::Symlink
+                    || (kind == rustix::fs::FileType::RegularFile && stat.st_size == 0))
+            }
+            Err(Errno::NOENT) => Ok(false),
+            Err(err) => Err(err).with_context(|| {
+                format!("cannot stat {} in {}", path.display(), self.path.display())
+            }),
+        }
+    }
+
+    /// Removes the file or link at `path` (its parent resolved inside the root); a missing one
+    /// is not an error.
+    pub fn remove_file(&self, path: &Path) -> Result<()> {
+        let (parent, name) = split(path)?;
+        let Some(dir) = self.open_at(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
+        else {
+            return Ok(());
+        };
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(err) => Err(err).with_context(|| {
+                format!(
+                    "cannot remove {} in {}",
+                    path.display(),
+                    self.path.display()
+                )
+            }),
+        }
+    }
+
+    /// Creates an empty regular file with permission bits `mode` at `path` (a mount target)
+    /// unless something is there.
+    pub fn create_file(&self, path: &Path, mode: u32) -> Result<()> {
         if self.exists(path)? {
             return Ok(());
         }
@@ -295,7 +335,7 @@ impl FsRoot {
             &dir,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(mode),
         ) {
             Ok(_) | Err(Errno::EXIST) => Ok(()),
             Err(err) => Err(err).with_context(|| {
@@ -351,7 +391,7 @@ mod tests {
             .unwrap();
         root.symlink(Path::new("libx.so.1.0"), Path::new("/lib/libx.so.1"))
             .unwrap();
-        root.create_file(Path::new("/etc/target")).unwrap();
+        root.create_file(Path::new("/etc/target"), 0o644).unwrap();
         assert_eq!(
             std::fs::read_dir(&outside).unwrap().count(),
             0,

@@ -141,6 +141,20 @@ pub struct DriverFile {
     pub container_path: Option<PathBuf>,
     /// DT_SONAME of a library, e.g. `libcuda.so.1`.
     pub soname: Option<String>,
+    /// A library found in a subdirectory of the library directory (`vdpau`) goes to the same
+    /// subdirectory of the image's library directory.
+    pub library_subdir: Option<String>,
+}
+
+/// Whether `name` is a file name gpu-youki places in an image's library directory (a driver
+/// library, its SONAME or development link): what it may clean up when a later plan for the
+/// same rootfs no longer includes it.
+pub fn is_driver_library_name(name: &str) -> bool {
+    name.starts_with("libGLX_indirect.so")
+        || LIBRARIES.iter().any(|(prefix, _)| {
+            name.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(".so"))
+        })
 }
 
 /// Library name prefixes per driver part (libnvidia-container's lists, reference §2.1).
@@ -261,7 +275,11 @@ impl HostInventory {
         let driver_root = FsRoot::open(&roots.root)
             .with_context(|| format!("cannot open the driver root {}", roots.root.display()))?;
         let mut files = find_libraries(&driver_root, &roots.library_dirs, &driver_version)?;
-        files.extend(find_fixed_files(&driver_root, &driver_version)?);
+        files.extend(find_fixed_files(
+            &driver_root,
+            &roots.binary_dirs,
+            &driver_version,
+        )?);
         files.sort_by(|a, b| (a.part, &a.name).cmp(&(b.part, &b.name)));
         Ok(HostInventory {
             roots: roots.clone(),
@@ -370,7 +388,13 @@ fn find_libraries(root: &FsRoot, configured: &[PathBuf], version: &str) -> Resul
     }
     let mut found: BTreeMap<&str, DriverFile> = BTreeMap::new();
     let mut seen_dirs = Vec::new();
-    for dir in dirs.iter().flat_map(|d| [d.clone(), d.join("vdpau")]) {
+    let candidates = dirs.iter().flat_map(|d| {
+        [
+            (d.clone(), None),
+            (d.join("vdpau"), Some("vdpau".to_string())),
+        ]
+    });
+    for (dir, library_subdir) in candidates {
         let Some(real) = root.resolve(&dir)? else {
             continue;
         };
@@ -399,6 +423,7 @@ fn find_libraries(root: &FsRoot, configured: &[PathBuf], version: &str) -> Resul
                     name,
                     container_path: None,
                     soname,
+                    library_subdir: library_subdir.clone(),
                 },
             );
         }
@@ -429,11 +454,20 @@ fn cached_library_dirs(root: &FsRoot) -> Result<Vec<PathBuf>> {
 }
 
 /// Binaries, IPC endpoints and GSP firmware, at fixed places under the driver root.
-fn find_fixed_files(root: &FsRoot, version: &str) -> Result<Vec<DriverFile>> {
+fn find_fixed_files(
+    root: &FsRoot,
+    configured: &[PathBuf],
+    version: &str,
+) -> Result<Vec<DriverFile>> {
+    let binary_dirs: Vec<PathBuf> = if configured.is_empty() {
+        BINARY_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        configured.to_vec()
+    };
     let mut files = Vec::new();
     for &(name, part) in BINARIES {
-        for dir in BINARY_DIRS {
-            let path = Path::new(dir).join(name);
+        for dir in &binary_dirs {
+            let path = dir.join(name);
             if let Some(host_path) = root.resolve(&path)? {
                 files.push(DriverFile {
                     part,
@@ -441,6 +475,7 @@ fn find_fixed_files(root: &FsRoot, version: &str) -> Result<Vec<DriverFile>> {
                     name: name.to_string(),
                     container_path: Some(Path::new("/usr/bin").join(name)),
                     soname: None,
+                    library_subdir: None,
                 });
                 break;
             }
@@ -458,6 +493,7 @@ fn find_fixed_files(root: &FsRoot, version: &str) -> Result<Vec<DriverFile>> {
                     .into_owned(),
                 container_path: Some(PathBuf::from(path)),
                 soname: None,
+                library_subdir: None,
             });
         }
     }
@@ -478,6 +514,7 @@ fn find_fixed_files(root: &FsRoot, version: &str) -> Result<Vec<DriverFile>> {
                 name,
                 container_path: Some(path),
                 soname: None,
+                library_subdir: None,
             });
         }
     }

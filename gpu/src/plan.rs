@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::fsroot::FsRoot;
-use crate::inventory::{DeviceNode, DriverPart, Gpu, HostInventory};
+use crate::inventory::{is_driver_library_name, DeviceNode, DriverPart, Gpu, HostInventory};
 use crate::ldcache::{LdCache, LdCacheEntry, NATIVE_FLAGS};
 use crate::request::{DeviceSelector, GpuFacts, GpuRequest, HostFacts, Version, VisibleDevices};
 
@@ -23,19 +23,36 @@ pub struct RootfsFacts {
     pub library_dir: PathBuf,
     /// The image's own `/etc/ld.so.cache`, merged with the driver's entries.
     pub ld_cache: Option<Vec<u8>>,
+    /// Entries of the library directory with driver library names that gpu-youki may have
+    /// placed there before (empty mount targets and links), so a narrower or newer plan for a
+    /// reused rootfs removes what it no longer gives.
+    pub placed_before: Vec<PathBuf>,
 }
 
 impl RootfsFacts {
     /// Reads the facts inside `rootfs` (links resolved inside it).
     pub fn read(rootfs: &FsRoot) -> Result<Self> {
         let debian = rootfs.exists(Path::new("/etc/debian_version"))?;
+        let library_dir = PathBuf::from(if debian {
+            "/usr/lib/x86_64-linux-gnu"
+        } else {
+            "/usr/lib64"
+        });
+        let mut placed_before = Vec::new();
+        for dir in [library_dir.clone(), library_dir.join("vdpau")] {
+            for name in rootfs.read_dir(&dir)? {
+                let path = dir.join(&name);
+                if is_driver_library_name(&name.to_string_lossy())
+                    && rootfs.is_placeholder(&path)?
+                {
+                    placed_before.push(path);
+                }
+            }
+        }
         Ok(RootfsFacts {
-            library_dir: PathBuf::from(if debian {
-                "/usr/lib/x86_64-linux-gnu"
-            } else {
-                "/usr/lib64"
-            }),
+            library_dir,
             ld_cache: rootfs.read(Path::new("/etc/ld.so.cache"))?,
+            placed_before,
         })
     }
 }
@@ -51,6 +68,10 @@ pub struct PlannedMount {
     pub directory: bool,
     /// Writable (IPC endpoints); everything else is read-only.
     pub writable: bool,
+    /// A program: its mount target is created executable, so a container whose process is the
+    /// binary (`docker run --gpus all IMAGE nvidia-smi`) passes the executable check made
+    /// before the mounts exist.
+    pub executable: bool,
 }
 
 /// A symlink written into the rootfs.
@@ -104,6 +125,8 @@ pub struct GpuPlan {
     pub links: Vec<PlannedLink>,
     /// `/etc/ld.so.cache` and the ld.so.conf.d drop-in.
     pub files: Vec<PlannedFile>,
+    /// Driver files and links an earlier plan placed in this rootfs that this one does not give.
+    pub removals: Vec<PathBuf>,
     /// The container's `/proc/driver/nvidia`.
     pub proc_view: ProcView,
 }
@@ -176,15 +199,23 @@ impl GpuPlan {
         let mut links = Vec::new();
         let mut cache_entries = Vec::new();
         for file in inventory.files.iter().filter(|f| parts.contains(&f.part)) {
+            let file_dir = match &file.library_subdir {
+                Some(subdir) => library_dir.join(subdir),
+                None => library_dir.clone(),
+            };
             let destination = match &file.container_path {
                 Some(path) => path.clone(),
-                None => library_dir.join(&file.name),
+                None => file_dir.join(&file.name),
             };
             mounts.push(PlannedMount {
                 source: file.host_path.clone(),
                 destination,
                 directory: file.part == DriverPart::ComputeIpc,
                 writable: matches!(file.part, DriverPart::UtilityIpc | DriverPart::ComputeIpc),
+                executable: matches!(
+                    file.part,
+                    DriverPart::UtilityBinary | DriverPart::ComputeBinary
+                ),
             });
             if !file.part.is_library() {
                 continue;
@@ -192,9 +223,12 @@ impl GpuPlan {
             let soname = file.soname.clone().unwrap_or_else(|| file.name.clone());
             if soname != file.name {
                 links.push(PlannedLink {
-                    path: library_dir.join(&soname),
+                    path: file_dir.join(&soname),
                     target: PathBuf::from(&file.name),
                 });
+            }
+            if file.library_subdir.is_some() {
+                continue; // loaded by path (e.g. libvdpau's driver dir), not through the cache
             }
             cache_entries.push(LdCacheEntry::new(
                 soname.clone(),
@@ -219,7 +253,24 @@ impl GpuPlan {
             Some(data) => LdCache::parse(data).context("invalid /etc/ld.so.cache in the image")?,
             None => LdCache::default(),
         };
+        // Entries an earlier plan added for the library directory are replaced, not kept: a
+        // real ldconfig over the directory after this plan would not list them either.
+        cache.entries.retain(|entry| {
+            entry.path.parent() != Some(library_dir.as_path())
+                || !is_driver_library_name(&entry.soname.to_string_lossy())
+        });
         cache.merge_scanned_first(cache_entries);
+        let given: Vec<&Path> = mounts
+            .iter()
+            .map(|m| m.destination.as_path())
+            .chain(links.iter().map(|l| l.path.as_path()))
+            .collect();
+        let removals = rootfs
+            .placed_before
+            .iter()
+            .filter(|path| !given.contains(&path.as_path()))
+            .cloned()
+            .collect();
         let dropin = format!(
             "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n{}\n",
             library_dir.display()
@@ -242,6 +293,7 @@ impl GpuPlan {
             mounts,
             links,
             files,
+            removals,
             proc_view: ProcView {
                 host_dir: inventory.proc_dir.clone(),
                 gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),

@@ -13,7 +13,7 @@ use gpu::apply;
 use gpu::config::GpuConfig;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
-use gpu::plan::{GpuPlan, RootfsFacts};
+use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
 use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
@@ -26,6 +26,8 @@ pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
 pub struct GpuStage {
     plan: GpuPlan,
     bind_devices: bool,
+    /// Plan files a spec mount covers, bound from runtime-owned copies after create.
+    covered: Vec<PlannedFile>,
     shadow: ShadowBundle,
 }
 
@@ -124,15 +126,32 @@ impl GpuStage {
             return Ok(None);
         };
         let bind_devices = apply::uses_user_namespace(spec);
+        // A rootfs that cannot be written gets a writable overlay owned by gpu-youki.
+        let rootfs = if read_only_filesystem(rootfs.path())? {
+            FsRoot::open(&mount_rootfs_overlay(state_root, id, rootfs.path())?)?
+        } else {
+            rootfs
+        };
         let mut effective = spec.clone();
         apply::edit_spec(&mut effective, &plan)?;
         absolutise(&mut effective, bundle, rootfs.path());
         apply::prepare_rootfs(&rootfs, &plan)?;
         apply::ensure_dev_char_links(&config.driver.dev_root, &plan)?;
         let shadow = ShadowBundle::write(state_root, id, &effective)?;
+        let destinations: Vec<&Path> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .map(|m| m.destination().as_path())
+            .collect();
+        let covered = apply::covered_files(&plan, &destinations)
+            .into_iter()
+            .cloned()
+            .collect();
         Ok(Some(GpuStage {
             plan,
             bind_devices,
+            covered,
             shadow,
         }))
     }
@@ -148,7 +167,24 @@ impl GpuStage {
         let pid = container
             .pid()
             .context("the created container has no pid")?;
-        apply::mount_into_container(pid.as_raw(), &self.plan, self.bind_devices)?;
+        let mut extra = Vec::new();
+        for file in &self.covered {
+            let name = file
+                .path
+                .file_name()
+                .context("a planned file without a name")?;
+            let owned = container.root.join(name);
+            fs::write(&owned, &file.content)
+                .with_context(|| format!("cannot write {}", owned.display()))?;
+            extra.push(PlannedMount {
+                source: owned,
+                destination: file.path.clone(),
+                directory: false,
+                writable: false,
+                executable: false,
+            });
+        }
+        apply::mount_into_container(pid.as_raw(), &self.plan, &extra, self.bind_devices)?;
         fs::rename(
             self.shadow.dir.join("config.json"),
             container.root.join(EFFECTIVE_SPEC),
@@ -158,6 +194,70 @@ impl GpuStage {
         container.save()?;
         Ok(())
     }
+}
+
+fn read_only_filesystem(path: &Path) -> Result<bool> {
+    let stat =
+        rustix::fs::statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
+    Ok(stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+/// `<state root>/.rootfs-<id>`: upper, work and merged directories of the rootfs overlay.
+fn overlay_dir(state_root: &Path, id: &str) -> PathBuf {
+    state_root.join(format!(".rootfs-{id}"))
+}
+
+/// Mounts `lower` with a writable upper layer in the state root (on /run, a tmpfs) and returns
+/// the merged directory, which becomes the container's rootfs. The image stays untouched; what
+/// gpu-youki writes lives as long as the container ([`remove_rootfs_overlay`] at delete).
+fn mount_rootfs_overlay(state_root: &Path, id: &str, lower: &Path) -> Result<PathBuf> {
+    let dir = overlay_dir(state_root, id);
+    let lower_text = lower.to_string_lossy();
+    anyhow::ensure!(
+        !lower_text.contains([',', ':']),
+        "the read-only rootfs {} has a ',' or ':' in its path, which overlayfs cannot take",
+        lower.display()
+    );
+    for sub in ["upper", "work", "merged"] {
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
+    let options = format!(
+        "lowerdir={lower_text},upperdir={},workdir={}",
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let merged = dir.join("merged");
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .with_context(|| {
+        format!(
+            "cannot mount a writable overlay over the read-only rootfs {}",
+            lower.display()
+        )
+    })?;
+    Ok(merged)
+}
+
+/// Unmounts and removes the rootfs overlay of container `id`, if it has one.
+pub fn remove_rootfs_overlay(state_root: &Path, id: &str) -> Result<()> {
+    let dir = overlay_dir(state_root, id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let merged = dir.join("merged");
+    match nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot unmount {}", merged.display()))
+        }
+    }
+    fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))
 }
 
 /// Paths libcontainer would resolve against the bundle are made absolute, since it builds from

@@ -12,7 +12,7 @@ use liboci_cli::GlobalOpts;
 
 use super::{absolute, container_dir};
 use crate::executor::WorkloadExecutor;
-use crate::gpu_stage::GpuStage;
+use crate::gpu_stage::{remove_rootfs_overlay, GpuStage};
 use crate::lock::IdLock;
 
 /// Everything `create` and `run` need to build a container.
@@ -64,6 +64,9 @@ pub fn create_container(
     let built = build(request, &spec, &bundle, root, global.systemd_cgroup, detach);
     if built.is_err() {
         remove_leftovers(&dir);
+        if let Err(err) = remove_rootfs_overlay(root, &request.id) {
+            tracing::warn!("after a failed create: {err:#}");
+        }
     }
     built
 }

@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{Container, ContainerStatus};
 
 use super::{container_dir, load_container, status_name};
+use crate::gpu_stage::remove_rootfs_overlay;
 
 pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
     let dir = container_dir(root, &args.container_id)?;
@@ -17,7 +18,7 @@ pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot remove {}", dir.display()))?;
         }
-        return Ok(());
+        return remove_rootfs_overlay(root, &args.container_id);
     }
     let mut container = load_container(root, &args.container_id)?;
     container.refresh_status()?;
@@ -33,7 +34,13 @@ pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
             status_name(&container)
         );
     }
+    delete_container(&mut container, root, args.force)
+}
+
+/// Deletes a loaded container and what gpu-youki keeps beside its state (a rootfs overlay).
+pub fn delete_container(container: &mut Container, root: &Path, force: bool) -> Result<()> {
     container
-        .delete(args.force)
-        .with_context(|| format!("cannot delete container {}", args.container_id))
+        .delete(force)
+        .with_context(|| format!("cannot delete container {}", container.id()))?;
+    remove_rootfs_overlay(root, container.id())
 }

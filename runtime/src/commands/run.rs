@@ -9,6 +9,7 @@ use liboci_cli::GlobalOpts;
 
 use super::absolute;
 use super::create::{create_container, load_bundle_spec, CreateRequest};
+use super::delete::delete_container;
 use super::foreground::{block_signals, wait_forwarding};
 use crate::tty::{ConsoleSocket, Relay};
 
@@ -49,7 +50,7 @@ pub fn run(args: liboci_cli::Run, root: &Path, global: &GlobalOpts) -> Result<i3
     let relay = master.map(Relay::start).transpose()?;
     if let Err(err) = container.start() {
         // As runc: a container that cannot start is not left behind.
-        let _ = container.delete(true);
+        let _ = delete_container(&mut container, root, true);
         return Err(err).with_context(|| format!("cannot start container {}", args.container_id));
     }
     let Some(blocked) = blocked else {
@@ -63,12 +64,7 @@ pub fn run(args: liboci_cli::Run, root: &Path, global: &GlobalOpts) -> Result<i3
         relay.finish();
     }
     if !args.keep {
-        container.delete(true).with_context(|| {
-            format!(
-                "cannot delete container {} after it exited",
-                args.container_id
-            )
-        })?;
+        delete_container(&mut container, root, true)?;
     }
     status
 }

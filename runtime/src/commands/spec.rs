@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use libcontainer::oci_spec::runtime::{
-    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
+    LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Spec,
 };
 
 pub fn spec(args: liboci_cli::Spec) -> Result<()> {
     let mut spec = Spec::default();
+    deny_other_devices(&mut spec)?;
     if args.rootless {
         make_rootless(&mut spec)?;
     }
@@ -22,6 +24,20 @@ pub fn spec(args: liboci_cli::Spec) -> Result<()> {
     let text = serde_json::to_string_pretty(&spec)?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// runc's default device rule: deny everything not listed (oci-spec's default allows all).
+fn deny_other_devices(spec: &mut Spec) -> Result<()> {
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?;
+    if let Some(linux) = spec.linux_mut() {
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_devices(Some(vec![deny_all]));
+        linux.set_resources(Some(resources));
+    }
+    Ok(())
 }
 
 /// runc's `spec --rootless`: a user namespace mapping the caller to root, no network namespace,
