@@ -375,6 +375,8 @@ impl ProcViewMount {
                 text.as_bytes(),
             )?;
         }
+        // `gpus/` exists even when no GPU is granted (`none`), as on a host with no GPU.
+        content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus"))?;
         let mut gpus = Vec::new();
         for bus_id in &view.gpus {
             let host = view.host_dir.join("gpus").join(bus_id);

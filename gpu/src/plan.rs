@@ -135,6 +135,7 @@ impl GpuPlan {
     /// Makes the plan; `None` when the request names no NVIDIA device (only other vendors' CDI
     /// devices). Fails on unknown devices and on unmet requirements. `cuda` is the CUDA version
     /// the driver supports, asked of the driver only when a requirement needs it.
+    #[tracing::instrument(level = "debug", name = "plan", skip_all)]
     pub fn new(
         request: &GpuRequest,
         inventory: &HostInventory,
@@ -363,5 +364,328 @@ fn host_summary(gpus: &[Gpu]) -> String {
         0 => "no GPUs".to_string(),
         1 => "1 GPU, index 0, and no MIG devices".to_string(),
         n => format!("{n} GPUs, indices 0-{}, and no MIG devices", n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DriverConfig;
+    use crate::inventory::DriverFile;
+
+    const VERSION: &str = "580.95.05";
+
+    fn node(name: &str, major: u32, minor: u32) -> DeviceNode {
+        DeviceNode {
+            path: Path::new("/dev").join(name),
+            host_path: Path::new("/host/dev").join(name),
+            major,
+            minor,
+            mode: 0o666,
+            gid: 0,
+        }
+    }
+
+    fn library(prefix: &str, part: DriverPart, soname: &str) -> DriverFile {
+        let name = format!("{prefix}.so.{VERSION}");
+        DriverFile {
+            part,
+            host_path: Path::new("/host/lib").join(&name),
+            name,
+            container_path: None,
+            soname: Some(soname.to_string()),
+            library_subdir: None,
+        }
+    }
+
+    fn fixed(name: &str, part: DriverPart, container: &str) -> DriverFile {
+        DriverFile {
+            part,
+            host_path: Path::new("/host").join(name),
+            name: name.to_string(),
+            container_path: Some(PathBuf::from(container)),
+            soname: None,
+            library_subdir: None,
+        }
+    }
+
+    /// A host with `gpus` GPUs and one file of each interesting part.
+    fn inventory(gpus: u32) -> HostInventory {
+        let majors = crate::procfs::parse_device_majors(
+            "Character devices:\n195 nvidia\n510 nvidia-uvm\n\nBlock devices:\n",
+        )
+        .unwrap();
+        HostInventory {
+            roots: DriverConfig::default(),
+            driver_version: VERSION.to_string(),
+            gpus: (0..gpus)
+                .map(|i| Gpu {
+                    index: i,
+                    uuid: Some(format!("GPU-{i:08x}-0000-0000-0000-000000000000")),
+                    bus_id: format!("0000:{:02x}:00.0", 0x10 + i),
+                    pci: format!("0000:{:02x}:00.0", 0x10 + i).parse().unwrap(),
+                    model: Some("NVIDIA H100".to_string()),
+                    device: node(&format!("nvidia{i}"), 195, i),
+                })
+                .collect(),
+            majors,
+            control_devices: vec![
+                node("nvidiactl", 195, 255),
+                node("nvidia-uvm", 510, 0),
+                node("nvidia-uvm-tools", 510, 1),
+                node("nvidia-modeset", 195, 254),
+            ],
+            files: vec![
+                library(
+                    "libnvidia-ml",
+                    DriverPart::UtilityLibrary,
+                    "libnvidia-ml.so.1",
+                ),
+                library("libcuda", DriverPart::ComputeLibrary, "libcuda.so.1"),
+                library("libnvcuvid", DriverPart::VideoLibrary, "libnvcuvid.so.1"),
+                library(
+                    "libGLX_nvidia",
+                    DriverPart::GraphicsLibrary,
+                    "libGLX_nvidia.so.0",
+                ),
+                fixed(
+                    "nvidia-smi",
+                    DriverPart::UtilityBinary,
+                    "/usr/bin/nvidia-smi",
+                ),
+                fixed(
+                    "gsp_ga10x.bin",
+                    DriverPart::Firmware,
+                    "/lib/firmware/nvidia/580.95.05/gsp_ga10x.bin",
+                ),
+            ],
+            proc_dir: PathBuf::from("/host/proc/driver/nvidia"),
+        }
+    }
+
+    fn debian() -> RootfsFacts {
+        RootfsFacts {
+            library_dir: PathBuf::from("/usr/lib/x86_64-linux-gnu"),
+            ld_cache: None,
+            placed_before: Vec::new(),
+        }
+    }
+
+    fn plan(
+        env: &[&str],
+        inventory: &HostInventory,
+        rootfs: &RootfsFacts,
+    ) -> Result<Option<GpuPlan>> {
+        let env: Vec<String> = env.iter().map(|e| e.to_string()).collect();
+        let request = GpuRequest::from_env(&env)?.expect("a request");
+        GpuPlan::new(&request, inventory, rootfs, "13.0".parse().ok())
+    }
+
+    fn device_names(plan: &GpuPlan) -> Vec<String> {
+        plan.devices
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect()
+    }
+
+    fn destinations(plan: &GpuPlan) -> Vec<String> {
+        plan.mounts
+            .iter()
+            .map(|m| m.destination.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn compute_utility_gets_its_devices_libraries_links_and_cache() {
+        let plan = plan(&["NVIDIA_VISIBLE_DEVICES=1"], &inventory(2), &debian())
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.gpus, vec![1]);
+        assert_eq!(
+            device_names(&plan),
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia1",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools"
+            ]
+        );
+        assert_eq!(
+            destinations(&plan),
+            [
+                "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05",
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
+                "/usr/bin/nvidia-smi",
+                "/lib/firmware/nvidia/580.95.05/gsp_ga10x.bin",
+            ]
+        );
+        let smi = plan
+            .mounts
+            .iter()
+            .find(|m| m.destination.ends_with("nvidia-smi"))
+            .unwrap();
+        assert!(smi.executable && !smi.writable);
+        let links: Vec<(String, String)> = plan
+            .links
+            .iter()
+            .map(|l| (l.path.display().to_string(), l.target.display().to_string()))
+            .collect();
+        assert!(links.contains(&(
+            "/usr/lib/x86_64-linux-gnu/libcuda.so".into(),
+            "libcuda.so.1".into()
+        )));
+        assert!(links.contains(&(
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
+            "libcuda.so.580.95.05".into()
+        )));
+        let cache = LdCache::parse(&plan.files[0].content).unwrap();
+        let keys: Vec<String> = cache
+            .entries
+            .iter()
+            .map(|e| e.soname.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(keys, ["libnvidia-ml.so.1", "libcuda.so.1", "libcuda.so"]);
+        assert_eq!(plan.proc_view.gpus, ["0000:11:00.0"]);
+    }
+
+    #[test]
+    fn capabilities_filter_parts_and_devices() {
+        let inv = inventory(1);
+        let utility = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_DRIVER_CAPABILITIES=utility",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(device_names(&utility), ["/dev/nvidiactl", "/dev/nvidia0"]);
+        assert!(!destinations(&utility).iter().any(|d| d.contains("libcuda")));
+        let display = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=none",
+                "NVIDIA_DRIVER_CAPABILITIES=display",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            device_names(&display),
+            ["/dev/nvidiactl", "/dev/nvidia-modeset"]
+        );
+        assert!(destinations(&display)
+            .iter()
+            .any(|d| d.contains("libGLX_nvidia")));
+        assert!(display
+            .links
+            .iter()
+            .any(|l| l.path.ends_with("libGLX_indirect.so.0")));
+        let video = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=video",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        let video_mounts = destinations(&video);
+        assert!(video_mounts.iter().any(|d| d.contains("libnvcuvid")));
+        assert!(
+            video_mounts.iter().any(|d| d.contains("libcuda")),
+            "video brings compute libraries"
+        );
+    }
+
+    #[test]
+    fn rpm_images_get_lib64_and_stale_placements_are_removed() {
+        let mut rootfs = RootfsFacts {
+            library_dir: PathBuf::from("/usr/lib64"),
+            ..debian()
+        };
+        rootfs.placed_before = vec![
+            PathBuf::from("/usr/lib64/libcuda.so.1"),
+            PathBuf::from("/usr/lib64/libnvidia-ml.so.1"),
+        ];
+        let plan = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=utility",
+            ],
+            &inventory(1),
+            &rootfs,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(destinations(&plan).contains(&"/usr/lib64/libnvidia-ml.so.580.95.05".to_string()));
+        assert_eq!(plan.removals, [PathBuf::from("/usr/lib64/libcuda.so.1")]);
+    }
+
+    #[test]
+    fn unknown_devices_and_unmet_requirements_are_refused() {
+        let inv = inventory(2);
+        let err = plan(&["NVIDIA_VISIBLE_DEVICES=5"], &inv, &debian())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "NVIDIA_VISIBLE_DEVICES: unknown device GPU index 5 (this host has 2 GPUs, indices 0-1, and no MIG devices)"
+        );
+        let err = plan(&["NVIDIA_VISIBLE_DEVICES=0:1"], &inv, &debian())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MIG device 0:1"), "{err}");
+        let err = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_REQUIRE_CUDA=cuda>=14.0",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cuda>=14.0") && err.contains("13.0"), "{err}");
+        let err = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_REQUIRE_ARCH=arch>=8.0",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_merges_into_the_image_cache_and_is_stable() {
+        let image = LdCache {
+            entries: vec![LdCacheEntry::new(
+                "libc.so.6",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                NATIVE_FLAGS,
+            )],
+            generator: None,
+        };
+        let mut rootfs = debian();
+        rootfs.ld_cache = Some(image.to_bytes().unwrap());
+        let first = plan(&["NVIDIA_VISIBLE_DEVICES=all"], &inventory(1), &rootfs)
+            .unwrap()
+            .unwrap();
+        let cache = LdCache::parse(&first.files[0].content).unwrap();
+        assert!(cache.entries.iter().any(|e| e.soname == "libc.so.6"));
+        // Planning again over the cache the first plan wrote gives the same bytes.
+        rootfs.ld_cache = Some(first.files[0].content.clone());
+        let second = plan(&["NVIDIA_VISIBLE_DEVICES=all"], &inventory(1), &rootfs)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.files, second.files);
     }
 }

@@ -107,7 +107,9 @@ pub fn init(global: &GlobalOpts) -> Result<Log> {
             .with_target("libcgroups", Level::ERROR)
     };
     let writer_sink = sink.clone();
+    // The builder's own level filter (INFO by default) would hide --debug; Targets decides.
     let builder = tracing_subscriber::fmt()
+        .with_max_level(Level::TRACE)
         .with_ansi(false)
         .with_writer(move || writer_sink.clone());
     // With --debug, each span logs its duration when it closes: that is where time goes.

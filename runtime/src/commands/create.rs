@@ -89,6 +89,7 @@ fn build(
         .as_deref()
         .map(absolute)
         .transpose()?;
+    let libcontainer_create = tracing::debug_span!("libcontainer_create").entered();
     let mut container = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_executor(executor)
         .with_pid_file(pid_file)?
@@ -101,6 +102,7 @@ fn build(
         .with_detach(detach)
         .with_no_pivot(request.no_pivot)
         .build()?;
+    drop(libcontainer_create);
     if let Some(gpu) = gpu {
         gpu.finish(&mut container, bundle)?;
     }
