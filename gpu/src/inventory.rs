@@ -34,6 +34,21 @@ pub struct HostInventory {
     pub files: Vec<DriverFile>,
     /// The host's `<proc-root>/proc/driver/nvidia` directory.
     pub proc_dir: PathBuf,
+    /// MIG capabilities (`config`, `monitor`, per-GPU-instance and compute-instance `access`)
+    /// with their `/dev/nvidia-caps/nvidia-cap<minor>` nodes, from
+    /// `<proc-root>/proc/driver/nvidia-caps/mig-minors`; empty without MIG support.
+    pub mig_capabilities: Vec<MigCapabilityNode>,
+}
+
+/// One MIG capability and its device node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigCapabilityNode {
+    /// Its path under `/proc/driver/nvidia/capabilities`, e.g. `gpu0/mig/gi1/access`.
+    pub capability: String,
+    /// Its node, `/dev/nvidia-caps/nvidia-cap<minor>`, when the host has it.
+    pub device: Option<DeviceNode>,
+    /// Its minor under the `nvidia-caps` major.
+    pub minor: u32,
 }
 
 /// One GPU.
@@ -281,6 +296,7 @@ impl HostInventory {
             &driver_version,
         )?);
         files.sort_by(|a, b| (a.part, &a.name).cmp(&(b.part, &b.name)));
+        let mig_capabilities = read_mig_capabilities(roots, majors.caps)?;
         Ok(HostInventory {
             roots: roots.clone(),
             driver_version,
@@ -289,6 +305,7 @@ impl HostInventory {
             control_devices,
             files,
             proc_dir,
+            mig_capabilities,
         })
     }
 
@@ -345,6 +362,41 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
                 pci: info.bus_location,
                 model: info.model,
                 device,
+            })
+        })
+        .collect()
+}
+
+/// MIG capabilities from `mig-minors`, with their `/dev/nvidia-caps` nodes where they exist.
+fn read_mig_capabilities(
+    roots: &DriverConfig,
+    caps_major: Option<u32>,
+) -> Result<Vec<MigCapabilityNode>> {
+    let path = roots.proc_root.join("proc/driver/nvidia-caps/mig-minors");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let minors =
+        procfs::parse_mig_minors(&text).with_context(|| format!("invalid {}", path.display()))?;
+    let caps_dir = roots.dev_root.join("dev/nvidia-caps");
+    minors
+        .iter()
+        .map(|(capability, &minor)| {
+            let device = match caps_major {
+                Some(major) => device_node(&caps_dir, &format!("nvidia-cap{minor}"), major, minor)?
+                    .map(|mut node| {
+                        node.path =
+                            Path::new("/dev/nvidia-caps").join(format!("nvidia-cap{minor}"));
+                        node
+                    }),
+                None => None,
+            };
+            Ok(MigCapabilityNode {
+                capability: capability.proc_path(),
+                device,
+                minor,
             })
         })
         .collect()
@@ -519,4 +571,128 @@ fn find_fixed_files(
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A minimal driver tree: one GPU, its nodes (mknod needs root, as the tests run), a
+    /// library that is not an ELF file, and MIG minors.
+    fn tree(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("gpu-youki-inventory-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write(
+            "proc/driver/nvidia/version",
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Tue Sep 23 2025\n",
+        );
+        write(
+            "proc/devices",
+            "Character devices:\n195 nvidia\n509 nvidia-caps\n\nBlock devices:\n",
+        );
+        write(
+            "proc/driver/nvidia/gpus/0000:3b:00.0/information",
+            "Model: \t\t NVIDIA H200\nGPU UUID: \t GPU-AB-cd\nBus Location: \t 0000:3b:00.0\nDevice Minor: \t 0\n",
+        );
+        write(
+            "proc/driver/nvidia-caps/mig-minors",
+            "config 1\ngpu0/gi2/access 21\n",
+        );
+        write("usr/bin/nvidia-smi", "");
+        for (node, major, minor) in [
+            ("dev/nvidia0", 195, 0),
+            ("dev/nvidiactl", 195, 255),
+            ("dev/nvidia-caps/nvidia-cap21", 509, 21),
+        ] {
+            let path = root.join(node);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mknod with a valid path; the tests run as root.
+            let rc = unsafe {
+                libc::mknod(
+                    path.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(major, minor),
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "mknod needs root: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        root
+    }
+
+    fn roots(root: &Path) -> DriverConfig {
+        DriverConfig {
+            root: root.to_path_buf(),
+            dev_root: root.to_path_buf(),
+            proc_root: root.to_path_buf(),
+            ..DriverConfig::default()
+        }
+    }
+
+    #[test]
+    fn reads_gpus_devices_binaries_and_mig_capabilities() {
+        let root = tree("read");
+        let inventory = HostInventory::read(&roots(&root)).unwrap();
+        assert_eq!(inventory.driver_version, "580.95.05");
+        assert_eq!(inventory.gpus.len(), 1);
+        let gpu = &inventory.gpus[0];
+        assert_eq!((gpu.index, gpu.bus_id.as_str()), (0, "0000:3b:00.0"));
+        assert_eq!(gpu.uuid.as_deref(), Some("GPU-ab-cd"));
+        assert_eq!(gpu.device.path, PathBuf::from("/dev/nvidia0"));
+        assert_eq!(inventory.control_device("nvidiactl").unwrap().minor, 255);
+        assert!(inventory.control_device("nvidia-uvm").is_none());
+        assert!(inventory
+            .files_of(DriverPart::UtilityBinary)
+            .any(|f| f.name == "nvidia-smi"));
+        let caps: Vec<(&str, u32, bool)> = inventory
+            .mig_capabilities
+            .iter()
+            .map(|c| (c.capability.as_str(), c.minor, c.device.is_some()))
+            .collect();
+        assert_eq!(
+            caps,
+            [("mig/config", 1, false), ("gpu0/mig/gi2/access", 21, true)]
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_node_or_a_missing_driver_is_reported_by_path() {
+        let root = tree("wrong");
+        fs::remove_file(root.join("dev/nvidia0")).unwrap();
+        fs::write(root.join("dev/nvidia0"), "").unwrap();
+        let err = format!("{:#}", HostInventory::read(&roots(&root)).unwrap_err());
+        assert!(
+            err.contains("dev/nvidia0 is not the character device 195:0"),
+            "{err}"
+        );
+        fs::remove_file(root.join("proc/driver/nvidia/version")).unwrap();
+        let err = format!("{:#}", HostInventory::read(&roots(&root)).unwrap_err());
+        assert!(
+            err.contains("no NVIDIA driver") && err.contains("proc/driver/nvidia/version"),
+            "{err}"
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn driver_library_names() {
+        assert!(is_driver_library_name("libcuda.so.1"));
+        assert!(is_driver_library_name("libcuda.so"));
+        assert!(is_driver_library_name("libGLX_indirect.so.0"));
+        assert!(!is_driver_library_name("libcudart.so.12"));
+        assert!(!is_driver_library_name("libc.so.6"));
+    }
 }

@@ -460,6 +460,7 @@ mod tests {
                 ),
             ],
             proc_dir: PathBuf::from("/host/proc/driver/nvidia"),
+            mig_capabilities: Vec::new(),
         }
     }
 

@@ -79,6 +79,16 @@ fn inventory_table(inventory: &HostInventory) -> String {
             device.minor
         );
     }
+    if !inventory.mig_capabilities.is_empty() {
+        let _ = writeln!(out, "\nMIG CAPABILITIES");
+        for cap in &inventory.mig_capabilities {
+            let node = cap
+                .device
+                .as_ref()
+                .map_or("no node".to_string(), |d| d.path.display().to_string());
+            let _ = writeln!(out, "  {} (minor {}): {node}", cap.capability, cap.minor);
+        }
+    }
     let mut part = None;
     for file in &inventory.files {
         if part != Some(file.part) {
