@@ -36,6 +36,8 @@ pub fn runtime_binary() -> PathBuf {
 pub struct Runtime {
     pub bin: PathBuf,
     pub root: PathBuf,
+    /// Environment set on every command (e.g. `GPU_YOUKI_CONFIG`).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Runtime {
@@ -48,13 +50,18 @@ impl Runtime {
             bin.display()
         );
         let root = PathBuf::from("/run/gpu-youki-tests").join(unique("root"));
-        Runtime { bin, root }
+        Runtime {
+            bin,
+            root,
+            env: Vec::new(),
+        }
     }
 
     /// A command with `--root` set, ready for a subcommand and its arguments.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command.arg("--root").arg(&self.root).args(args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.stdin(Stdio::null());
         command
     }

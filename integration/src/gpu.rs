@@ -160,51 +160,24 @@ impl GpuRuntime {
 
     /// A runtime pointed at any config file (even a missing one).
     pub fn with_config(config: PathBuf) -> Self {
-        GpuRuntime {
-            rt: Runtime::new(),
-            config,
-        }
+        let mut rt = Runtime::new();
+        rt.env.push((CONFIG_ENV.to_string(), config.clone()));
+        GpuRuntime { rt, config }
     }
 
     /// A command with `--root` and `GPU_YOUKI_CONFIG` set.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.rt.command(args);
-        command.env(CONFIG_ENV, &self.config);
-        command
+        self.rt.command(args)
     }
 
     /// Runs a subcommand; stdout and stderr go through files (see [`Runtime::run`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = std::env::temp_dir().join(unique("gpu-youki-stdout"));
-        let err = std::env::temp_dir().join(unique("gpu-youki-stderr"));
-        let status = self
-            .command(args)
-            .stdout(fs::File::create(&out).expect("stdout file"))
-            .stderr(fs::File::create(&err).expect("stderr file"))
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.rt.bin.display()));
-        let read = |path: PathBuf| {
-            let bytes = fs::read(&path).unwrap_or_default();
-            let _ = fs::remove_file(path);
-            bytes
-        };
-        Output {
-            status,
-            stdout: read(out),
-            stderr: read(err),
-        }
+        self.rt.run(args)
     }
 
     /// Runs a subcommand that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "gpu-youki {args:?} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.rt.ok(args)
     }
 
     /// The container's state from `gpu-youki state`.
