@@ -237,6 +237,20 @@ fn all_gpus_with_compute_and_utility() {
     let libs = report.out("libs");
     assert!(!libs.contains("libGLX_nvidia"), "{libs}");
     assert!(!libs.contains("libnvcuvid"), "{libs}");
+    // The host gets /dev/char links for the container's devices (systemd resolves rules by them).
+    for (name, id) in [
+        ("nvidia0", "195:0"),
+        ("nvidiactl", "195:255"),
+        ("nvidia-uvm", "510:0"),
+    ] {
+        let link = f.fake2.root.join("dev/char").join(id);
+        assert_eq!(
+            fs::read_link(&link).unwrap_or_default(),
+            Path::new("..").join(name),
+            "{}",
+            link.display()
+        );
+    }
     rt.assert_clean(&bundle);
 }
 
