@@ -10,7 +10,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use liboci_cli::GlobalOpts;
 
-use super::{absolute, container_dir};
+use super::{absolute, container_dir, parse_json};
 use crate::executor::WorkloadExecutor;
 use crate::gpu_stage::{remove_rootfs_overlay, GpuStage};
 use crate::lock::IdLock;
@@ -119,16 +119,7 @@ pub fn load_bundle_spec(bundle: &Path) -> Result<Spec> {
     }
     let path = bundle.join("config.json");
     let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut json = serde_json::Deserializer::from_slice(&text);
-    let spec: Spec = serde_path_to_error::deserialize(&mut json).map_err(|err| {
-        let at = err.path().to_string();
-        let inner = err.into_inner();
-        if at == "." {
-            anyhow::anyhow!("invalid {}: {inner}", path.display())
-        } else {
-            anyhow::anyhow!("invalid {} at {at}: {inner}", path.display())
-        }
-    })?;
+    let spec: Spec = parse_json(&text, &path.display().to_string())?;
     if !spec.version().starts_with("1.") {
         bail!(
             "invalid {} at ociVersion: {:?} is not a 1.x runtime spec version",

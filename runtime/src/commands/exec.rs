@@ -12,7 +12,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::create::load_bundle_spec;
 use super::foreground::{block_signals, wait_forwarding};
-use super::{absolute, container_dir, load_container, status_name};
+use super::{absolute, container_dir, load_container, parse_json, status_name};
 use crate::executor::WorkloadExecutor;
 use crate::tty::{ConsoleSocket, Relay};
 
@@ -96,15 +96,7 @@ pub fn exec(args: liboci_cli::Exec, root: &Path) -> Result<i32> {
 
 fn read_process(path: &Path) -> Result<Process> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut json = serde_json::Deserializer::from_slice(&text);
-    serde_path_to_error::deserialize(&mut json).map_err(|err| {
-        anyhow::anyhow!(
-            "invalid {} at {}: {}",
-            path.display(),
-            err.path(),
-            err.inner()
-        )
-    })
+    parse_json(&text, &path.display().to_string())
 }
 
 /// The container's own process with the inline args, `-e`, `--cwd`, `--user` and a terminal,

@@ -125,6 +125,21 @@ fn status_name(container: &Container) -> String {
     container.status().to_string().to_ascii_lowercase()
 }
 
+/// Parses JSON read from `origin` (a file, stdin), naming the JSON path of a bad field:
+/// `invalid ORIGIN at process.args: invalid type: …`.
+fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8], origin: &str) -> Result<T> {
+    let mut json = serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(&mut json).map_err(|err| {
+        let at = err.path().to_string();
+        let inner = err.into_inner();
+        if at == "." {
+            anyhow::anyhow!("invalid {origin}: {inner}")
+        } else {
+            anyhow::anyhow!("invalid {origin} at {at}: {inner}")
+        }
+    })
+}
+
 /// A CLI path made absolute against the current directory (libcontainer changes directories).
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve path {}", path.display()))

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use libcgroups::common::{CgroupManager, ControllerOpt};
 use libcontainer::oci_spec::runtime::{LinuxPids, LinuxResources};
 
-use super::{cgroup_manager, effective_spec, load_container};
+use super::{cgroup_manager, effective_spec, load_container, parse_json};
 
 pub fn update(args: liboci_cli::Update, root: &Path) -> Result<()> {
     let container = load_container(root, &args.container_id)?;
@@ -54,14 +54,7 @@ fn read_resources(path: &Path) -> Result<LinuxResources> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         (text, path.display().to_string())
     };
-    let mut json = serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(&mut json).map_err(|err| {
-        anyhow::anyhow!(
-            "invalid resources in {origin} at {}: {}",
-            err.path(),
-            err.inner()
-        )
-    })
+    parse_json(text.as_bytes(), &format!("resources in {origin}"))
 }
 
 /// runc's individual update flags, applied over the JSON payload.
