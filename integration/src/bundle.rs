@@ -112,6 +112,17 @@ impl Runtime {
         state["status"].as_str().unwrap_or_default().to_string()
     }
 
+    /// The status while polling a container another process is still creating: `None` until
+    /// `state` succeeds (libcontainer writes state.json in place, so it can be caught empty).
+    pub fn polled_status(&self, id: &str) -> Option<String> {
+        let output = self.run(&["state", id]);
+        let state: Value = serde_json::from_slice(&output.stdout).ok()?;
+        output
+            .status
+            .success()
+            .then(|| state["status"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Container state directories under the root (lock and console dirs excluded).
     pub fn state_dirs(&self) -> Vec<PathBuf> {
         fs::read_dir(&self.root)

@@ -87,7 +87,7 @@ fn foreground_run_forwards_signals_and_reports_signal_deaths() {
         .spawn()
         .unwrap();
     eventually("the container to run", || {
-        rt.run(&["state", &id]).status.success() && rt.status(&id) == "running"
+        rt.polled_status(&id).as_deref() == Some("running")
     });
     nix_kill(child.id() as i32, libc::SIGUSR1);
     assert_eq!(child.wait().unwrap().code(), Some(9));
@@ -99,7 +99,7 @@ fn foreground_run_forwards_signals_and_reports_signal_deaths() {
         .spawn()
         .unwrap();
     eventually("the container to run", || {
-        rt.run(&["state", &id]).status.success() && rt.status(&id) == "running"
+        rt.polled_status(&id).as_deref() == Some("running")
     });
     rt.ok(&["kill", &id, "KILL"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
@@ -650,7 +650,7 @@ fn container_entering_commands_run_from_a_sealed_copy() {
         .unwrap();
     // The foreground runtime process runs from a sealed memfd, not from the host binary.
     eventually("the container to run", || {
-        rt.run(&["state", &id]).status.success() && rt.status(&id) == "running"
+        rt.polled_status(&id).as_deref() == Some("running")
     });
     let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
     assert!(
