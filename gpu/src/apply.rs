@@ -38,8 +38,10 @@ pub fn uses_user_namespace(spec: &Spec) -> bool {
 }
 
 /// Adds the plan's devices to the spec: an allow rule each, and a node each unless the
-/// container has a user namespace (then [`mount_into_container`] binds the host nodes).
+/// container has a user namespace (then [`mount_into_container`] binds the host nodes); and
+/// the plan's environment and additional groups to the process.
 pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
+    edit_process(spec, plan);
     let bind_devices = uses_user_namespace(spec);
     let linux = spec
         .linux_mut()
@@ -82,6 +84,31 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
     linux.set_resources(Some(resources));
     linux.set_devices(Some(nodes));
     Ok(())
+}
+
+/// Sets the plan's environment items (replacing same-named ones) and adds its groups.
+fn edit_process(spec: &mut Spec, plan: &GpuPlan) {
+    if plan.env.is_empty() && plan.additional_gids.is_empty() {
+        return;
+    }
+    let Some(process) = spec.process_mut() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    for item in &plan.env {
+        let key = item.split_once('=').map_or(item.as_str(), |(key, _)| key);
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(item.clone());
+    }
+    process.set_env(Some(env));
+    let user = process.user_mut();
+    let mut gids = user.additional_gids().clone().unwrap_or_default();
+    for gid in &plan.additional_gids {
+        if !gids.contains(gid) && *gid != user.gid() {
+            gids.push(*gid);
+        }
+    }
+    user.set_additional_gids(Some(gids));
 }
 
 /// Writes the plan's files and links into the rootfs and creates the mount targets, all
@@ -433,5 +460,53 @@ impl ProcViewMount {
         }
         set_mount_attrs(&tmpfs_root, MOUNT_ATTR_RDONLY)
             .context("cannot make the /proc/driver/nvidia view read-only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{ProcessBuilder, SpecBuilder, UserBuilder};
+
+    #[test]
+    fn plan_env_replaces_same_keys_and_gids_are_added_once() {
+        let process = ProcessBuilder::default()
+            .env(vec!["PATH=/bin".to_string(), "A=old".to_string()])
+            .user(
+                UserBuilder::default()
+                    .uid(0u32)
+                    .gid(5u32)
+                    .additional_gids(vec![44u32])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut spec = SpecBuilder::default().process(process).build().unwrap();
+        let plan = GpuPlan {
+            driver_version: String::new(),
+            gpus: Vec::new(),
+            devices: Vec::new(),
+            mounts: Vec::new(),
+            links: Vec::new(),
+            files: Vec::new(),
+            removals: Vec::new(),
+            proc_view: crate::plan::ProcView {
+                host_dir: PathBuf::new(),
+                gpus: Vec::new(),
+            },
+            env: vec!["A=new".to_string(), "B=1".to_string()],
+            additional_gids: vec![44, 5, 109],
+        };
+        edit_process(&mut spec, &plan);
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(
+            process.env().as_deref().unwrap(),
+            ["PATH=/bin", "A=new", "B=1"]
+        );
+        assert_eq!(
+            process.user().additional_gids().as_deref().unwrap(),
+            [44, 109]
+        );
     }
 }

@@ -129,6 +129,10 @@ pub struct GpuPlan {
     pub removals: Vec<PathBuf>,
     /// The container's `/proc/driver/nvidia`.
     pub proc_view: ProcView,
+    /// `KEY=VALUE` items set in the process environment, replacing the same keys.
+    pub env: Vec<String>,
+    /// Groups added to the process's additional GIDs (device nodes owned by a group).
+    pub additional_gids: Vec<u32>,
 }
 
 impl GpuPlan {
@@ -299,6 +303,8 @@ impl GpuPlan {
                 host_dir: inventory.proc_dir.clone(),
                 gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),
             },
+            env: Vec::new(),
+            additional_gids: Vec::new(),
         }))
     }
 }
