@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod ldcache;
 pub mod pci;
 pub mod plan;
+pub mod privilege;
 pub mod procfs;
 pub mod request;
 pub mod volumes;
