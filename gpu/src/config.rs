@@ -15,6 +15,8 @@
 //! [request]
 //! volume-mounts = false # read device lists from /dev/null mounts under
 //!                       # /var/run/nvidia-container-devices (the device plugin's strategy)
+//! unprivileged-env = "accept" # or "ignore": device lists in the environment of containers
+//!                       # without CAP_SYS_ADMIN are ignored (multi-tenant nodes)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,25 @@ pub struct RequestConfig {
     /// strategy); they take precedence over `NVIDIA_VISIBLE_DEVICES`.
     #[serde(default)]
     pub volume_mounts: bool,
+    /// Whether the device lists in the environment of an unprivileged container are believed.
+    #[serde(default)]
+    pub unprivileged_env: UnprivilegedEnv,
+}
+
+/// What becomes of device lists an unprivileged container (no `CAP_SYS_ADMIN` in its bounding
+/// set) names in its own environment. The environment comes from the image as much as from
+/// whoever starts the container: CUDA images carry `NVIDIA_VISIBLE_DEVICES=all`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnprivilegedEnv {
+    /// Believed, as the NVIDIA toolkit does by default, so that images, Docker and the device
+    /// plugin's default `envvar` strategy work as before.
+    #[default]
+    Accept,
+    /// Ignored (with a warning): GPUs only come from what an unprivileged workload cannot write
+    /// itself, i.e. the device plugin's `/dev/null` volume mounts or CDI annotations. The safe
+    /// choice for multi-tenant nodes.
+    Ignore,
 }
 
 /// The `[driver]` table: the roots under which the driver is found. A containerised driver
@@ -168,8 +189,19 @@ mod tests {
             vec![PathBuf::from("/usr/lib64")]
         );
         assert!(!config.request.volume_mounts);
-        let config = GpuConfig::parse("[request]\nvolume-mounts = true\n").unwrap();
+        assert_eq!(config.request.unprivileged_env, UnprivilegedEnv::Accept);
+        let config =
+            GpuConfig::parse("[request]\nvolume-mounts = true\nunprivileged-env = \"ignore\"\n")
+                .unwrap();
         assert!(config.request.volume_mounts);
+        assert_eq!(config.request.unprivileged_env, UnprivilegedEnv::Ignore);
+        let err = GpuConfig::parse("[request]\nunprivileged-env = \"deny\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unprivileged-env") && err.contains("accept") && err.contains("ignore"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1183,3 +1183,50 @@ fn device_list_volume_mounts_when_accepted() {
     }
     let _ = fs::remove_file(config);
 }
+
+/// `[request] unprivileged-env = "ignore"`: an unprivileged container's own device list (and
+/// a legacy CUDA image's implied `all`) gives no GPU, the device plugin's volume mounts still
+/// do, and a container with CAP_SYS_ADMIN is believed.
+#[test]
+fn unprivileged_env_device_lists_are_ignored_when_configured() {
+    let f = fixtures();
+    let config = std::env::temp_dir().join(integration::bundle::unique("gpu-youki-policy.toml"));
+    let mut text = fs::read_to_string(f.fake2.config()).unwrap();
+    text.push_str("\n[request]\nvolume-mounts = true\nunprivileged-env = \"ignore\"\n");
+    fs::write(&config, text).unwrap();
+    let rt = GpuRuntime::with_config(config.clone());
+    for env in ["NVIDIA_VISIBLE_DEVICES=all", "CUDA_VERSION=12.4.0"] {
+        let bundle = inspect_bundle(&rt, &[env]);
+        let (output, report) = run(&rt, &bundle);
+        assert!(output.status.success(), "{env}: {}", stderr(&output));
+        assert_eq!(report.nvidia_devices(), Vec::<String>::new(), "{env}");
+        if env.starts_with("NVIDIA_VISIBLE_DEVICES") {
+            assert!(
+                stderr(&output).contains("ignoring NVIDIA_VISIBLE_DEVICES=all"),
+                "no warning: {}",
+                stderr(&output)
+            );
+        }
+        rt.assert_clean(&bundle);
+    }
+    let mut mounted = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
+    mounted.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "destination": "/var/run/nvidia-container-devices/1",
+            "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]
+        }));
+    mounted.save().unwrap();
+    assert_sees_gpus(&run_ok(&rt, &mounted), &f.fake2, &[1]);
+    rt.assert_clean(&mounted);
+    let mut privileged = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
+    privileged.config["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    privileged.save().unwrap();
+    assert_sees_gpus(&run_ok(&rt, &privileged), &f.fake2, &[0, 1]);
+    rt.assert_clean(&privileged);
+    let _ = fs::remove_file(config);
+}

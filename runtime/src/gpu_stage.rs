@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gpu::apply;
-use gpu::config::GpuConfig;
+use gpu::config::{GpuConfig, UnprivilegedEnv};
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
+use gpu::privilege::is_privileged;
 use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
@@ -51,9 +52,13 @@ fn env_of(spec: &Spec) -> Vec<String> {
 }
 
 /// The request: the process environment, with the device list of `/dev/null` volume mounts
-/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those.
+/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those. An
+/// unprivileged container's own device list is void when the configuration ignores it.
 pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
+    if config.request.unprivileged_env == UnprivilegedEnv::Ignore && !is_privileged(spec) {
+        ignore_device_list(&mut env);
+    }
     if config.request.volume_mounts {
         let mounts = spec.mounts().iter().flatten().filter_map(|m| {
             m.source()
@@ -67,6 +72,27 @@ pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>>
         }
     }
     GpuRequest::from_env(&env)
+}
+
+/// Makes the environment's device list void (`void` also stops a legacy CUDA image from
+/// meaning all GPUs), with a warning when it asked for devices.
+fn ignore_device_list(env: &mut Vec<String>) {
+    let key = format!("{VISIBLE_DEVICES}=");
+    let asked: Vec<String> = env
+        .iter()
+        .filter_map(|e| e.strip_prefix(&key))
+        .filter(|value| !value.is_empty() && *value != "void")
+        .map(str::to_string)
+        .collect();
+    if !asked.is_empty() {
+        tracing::warn!(
+            "ignoring {VISIBLE_DEVICES}={} of an unprivileged container \
+             ([request] unprivileged-env = \"ignore\")",
+            asked.join(",")
+        );
+    }
+    env.retain(|e| !e.starts_with(&key));
+    env.push(format!("{key}void"));
 }
 
 /// The container's rootfs directory: `root.path`, relative to the bundle unless absolute.
