@@ -2,6 +2,7 @@
 //! signals, terminals and cleanup checked from outside.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -648,46 +649,53 @@ fn container_entering_commands_run_from_a_sealed_copy() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // The foreground runtime process runs from a sealed memfd, not from the host binary.
+    // The foreground runtime process runs from a read-only overlay of its directory, not from
+    // the host binary: another file (its own device) that cannot be opened for writing.
     eventually("the container to run", || {
         rt.polled_status(&id).as_deref() == Some("running")
     });
-    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
-    assert!(
-        exe.to_string_lossy().starts_with("/memfd:"),
-        "{}",
-        exe.display()
+    let exe = format!("/proc/{}/exe", child.id());
+    let (running, host) = (
+        std::fs::metadata(&exe).unwrap(),
+        std::fs::metadata(&rt.bin).unwrap(),
     );
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{}/exe", child.id()));
-    assert!(opened.is_err(), "the sealed binary must not be writable");
+    assert_ne!(
+        (running.dev(), running.ino()),
+        (host.dev(), host.ino()),
+        "the runtime runs from the host binary itself"
+    );
+    let opened = std::fs::OpenOptions::new().write(true).open(&exe);
+    assert_eq!(
+        opened.map(|_| ()).unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "the sealed binary must not be writable"
+    );
     rt.ok(&["kill", &id, "KILL"]);
     child.wait().unwrap();
 
-    // Commands that never enter a container do not pay for the copy.
-    let traced = Command::new("strace")
-        .args(["-f", "-e", "trace=memfd_create", "-o", "/dev/stdout"])
-        .arg(&rt.bin)
-        .args(["--root", rt.root.to_str().unwrap(), "list"])
-        .output()
-        .expect("strace is needed for this test");
-    let text = String::from_utf8_lossy(&traced.stdout);
+    // Sealing copies nothing, and commands that never enter a container do not seal.
+    let trace = |args: &[&str]| {
+        let traced = Command::new("strace")
+            .args(["-f", "-e", "trace=memfd_create,fsopen,execveat", "-o"])
+            .arg("/dev/stdout")
+            .arg(&rt.bin)
+            .args(["--root", rt.root.to_str().unwrap()])
+            .args(args)
+            .output()
+            .expect("strace is needed for this test");
+        String::from_utf8_lossy(&traced.stdout).into_owned()
+    };
+    let text = trace(&["list"]);
+    assert!(
+        !text.contains("fsopen(") && !text.contains("memfd_create("),
+        "{text}"
+    );
+    let text = trace(&["run", "-b", "/nonexistent", "x"]);
+    assert!(
+        text.contains("fsopen(\"overlay\"") && text.contains("execveat("),
+        "{text}"
+    );
     assert!(!text.contains("memfd_create("), "{text}");
-    let traced = Command::new("strace")
-        .args(["-f", "-e", "trace=memfd_create", "-o", "/dev/stdout"])
-        .arg(&rt.bin)
-        .args([
-            "--root",
-            rt.root.to_str().unwrap(),
-            "run",
-            "-b",
-            "/nonexistent",
-            "x",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&traced.stdout).contains("memfd_create("));
     rt.ok(&["delete", "--force", &id]);
     bundle.assert_clean(&rt);
 }
