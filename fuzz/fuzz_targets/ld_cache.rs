@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
     let again = LdCache::parse(&bytes).expect("a cache gpu-youki wrote must read back");
     let mut expected = cache.entries.clone();
     expected.sort_by(ldconfig_order);
-    assert_eq!(again.entries, expected, "the written cache reads back differently");
-    assert_eq!(again.generator, cache.generator, "the generator text changed");
+    assert_eq!(
+        again.entries, expected,
+        "the written cache reads back differently"
+    );
+    assert_eq!(
+        again.generator, cache.generator,
+        "the generator text changed"
+    );
     assert_eq!(again.to_bytes().unwrap(), bytes, "writing is not stable");
 });
