@@ -13,6 +13,9 @@ use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+/// Links followed before a path counts as a loop: the kernel's own limit.
+const MAX_LINK_HOPS: u32 = 40;
+
 /// An open root directory and the host path it was opened at (for messages).
 #[derive(Debug)]
 pub struct FsRoot {
@@ -190,7 +193,7 @@ impl FsRoot {
                     })?;
                 hops += 1;
                 anyhow::ensure!(
-                    hops <= 40,
+                    hops <= MAX_LINK_HOPS,
                     "{} in {} is a symlink loop",
                     path.display(),
                     self.path.display()
@@ -324,28 +327,45 @@ impl FsRoot {
     }
 
     /// Creates an empty regular file with permission bits `mode` at `path` (a mount target)
-    /// unless something is there.
+    /// unless something is there. A dangling symlink at `path` is followed as the container
+    /// would: its target is created inside the root.
     pub fn create_file(&self, path: &Path, mode: u32) -> Result<()> {
-        if self.exists(path)? {
-            return Ok(());
+        let mut wanted = path.to_path_buf();
+        for _ in 0..=MAX_LINK_HOPS {
+            if self.exists(&wanted)? {
+                return Ok(());
+            }
+            let (parent, name) = split(&wanted)?;
+            let dir = self.create_dir_all(parent)?;
+            match rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EXIST) => {}
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "cannot create {} in {}",
+                            wanted.display(),
+                            self.path.display()
+                        )
+                    })
+                }
+            }
+            // Something is there but does not resolve: a dangling link, or a racing creator.
+            let Ok(target) = rustix::fs::readlinkat(&dir, name, Vec::new()) else {
+                return Ok(());
+            };
+            wanted = parent.join(OsStr::from_bytes(target.as_bytes()));
         }
-        let (parent, name) = split(path)?;
-        let dir = self.create_dir_all(parent)?;
-        match rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        ) {
-            Ok(_) | Err(Errno::EXIST) => Ok(()),
-            Err(err) => Err(err).with_context(|| {
-                format!(
-                    "cannot create {} in {}",
-                    path.display(),
-                    self.path.display()
-                )
-            }),
-        }
+        bail!(
+            "{} in {} is a symlink loop",
+            path.display(),
+            self.path.display()
+        )
     }
 }
 
@@ -444,6 +464,31 @@ mod tests {
         let root = FsRoot::open(&base).unwrap();
         let err = root.read(Path::new("/a/x")).unwrap_err().to_string();
         assert!(err.contains("symlink loop"), "{err}");
+        let err = root.create_file(Path::new("/a"), 0o644).unwrap_err();
+        assert!(err.to_string().contains("symlink loop"), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_link_as_mount_target_is_created_inside_the_root() {
+        let base = scratch("dangling");
+        let root_dir = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(root_dir.join("lib")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root_dir.join("lib/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../outside/victim2", root_dir.join("lib/rel"))
+            .unwrap();
+        let root = FsRoot::open(&root_dir).unwrap();
+        root.create_file(Path::new("/lib/abs"), 0o644).unwrap();
+        root.create_file(Path::new("/lib/rel"), 0o644).unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(root_dir
+            .join(outside.strip_prefix("/").unwrap())
+            .join("victim")
+            .is_file());
+        assert!(root_dir.join("outside/victim2").is_file());
+        assert!(root.exists(Path::new("/lib/abs")).unwrap());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
