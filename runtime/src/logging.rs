@@ -201,8 +201,11 @@ where
         let mut visitor = MessageVisitor::default();
         event.record(&mut visitor);
         let mut msg = visitor.message;
-        if let Some(span) = ctx.lookup_current() {
-            let _ = write!(msg, " span={}", span.name());
+        // The event's own span path (for a span's close event, that span), as the text format
+        // prints it: `gpu_stage:inventory`.
+        if let Some(scope) = ctx.event_scope() {
+            let path: Vec<&str> = scope.from_root().map(|span| span.name()).collect();
+            let _ = write!(msg, " span={}", path.join(":"));
         }
         msg.push_str(&visitor.fields);
         let level = event.metadata().level().as_str().to_ascii_lowercase();
