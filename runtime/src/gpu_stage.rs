@@ -14,7 +14,7 @@ use gpu::config::GpuConfig;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
-use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
+use gpu::request::{GpuRequest, Version, IMEX_CHANNELS, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
@@ -50,23 +50,44 @@ fn env_of(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The request: the process environment, with the device list of `/dev/null` volume mounts
-/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those.
+/// The request: the process environment, with the device list and IMEX channels of
+/// `/dev/null` volume mounts taking the place of `NVIDIA_VISIBLE_DEVICES` and
+/// `NVIDIA_IMEX_CHANNELS` when the configuration accepts those; marked privileged or not.
 pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
     if config.request.volume_mounts {
-        let mounts = spec.mounts().iter().flatten().filter_map(|m| {
-            m.source()
-                .as_deref()
-                .map(|source| (source, m.destination().as_path()))
-        });
-        if let Some(list) = volumes::device_list(mounts) {
-            let key = format!("{VISIBLE_DEVICES}=");
-            env.retain(|e| !e.starts_with(&key));
-            env.push(format!("{key}{list}"));
+        let mounts: Vec<(&Path, &Path)> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                m.source()
+                    .as_deref()
+                    .map(|source| (source, m.destination().as_path()))
+            })
+            .collect();
+        for (variable, list) in [
+            (
+                VISIBLE_DEVICES,
+                volumes::device_list(mounts.iter().copied()),
+            ),
+            (
+                IMEX_CHANNELS,
+                volumes::imex_channels(mounts.iter().copied()),
+            ),
+        ] {
+            if let Some(list) = list {
+                let key = format!("{variable}=");
+                env.retain(|e| !e.starts_with(&key));
+                env.push(format!("{key}{list}"));
+            }
         }
     }
-    GpuRequest::from_env(&env)
+    let mut request = GpuRequest::from_env(&env)?;
+    if let Some(request) = request.as_mut() {
+        request.privileged = gpu::privilege::is_privileged(spec);
+    }
+    Ok(request)
 }
 
 /// The container's rootfs directory: `root.path`, relative to the bundle unless absolute.
@@ -94,7 +115,34 @@ pub fn plan_for(
         .cuda
         .then(|| cuda_version(inventory))
         .flatten();
+    let identified;
+    let inventory = if request.needs_mig_identities() {
+        let mut copy = inventory.clone();
+        identify_mig_devices(&mut copy)?;
+        identified = copy;
+        &identified
+    } else {
+        inventory
+    };
     Ok(GpuPlan::new(&request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
+}
+
+/// Asks the host's NVML (in process) for the MIG devices' indices and UUIDs; a no-op on a
+/// host without MIG devices.
+pub fn identify_mig_devices(inventory: &mut HostInventory) -> Result<()> {
+    if inventory.mig_devices.is_empty() {
+        return Ok(());
+    }
+    let libnvml = inventory
+        .files_of(DriverPart::UtilityLibrary)
+        .find(|f| f.name.starts_with("libnvidia-ml.so."))
+        .context(
+            "MIG devices named by index or UUID need NVML, but the driver has no libnvidia-ml",
+        )?;
+    let identities = gpu::driver::nvml_mig_identities(&libnvml.host_path)
+        .context("cannot ask NVML for the MIG devices' indices and UUIDs")?;
+    inventory.identify_mig_devices(&identities);
+    Ok(())
 }
 
 /// The driver's CUDA version through libcuda, `None` (unknown: requirements fail closed) when
