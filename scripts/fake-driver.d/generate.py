@@ -176,7 +176,7 @@ def mig_devices(g):
     for gi in sorted(MIG_INSTANCES, reverse=True):
         for ci in MIG_INSTANCES[gi]:
             out.append({"gpu": g["index"], "gi": gi, "ci": ci, "index": len(out),
-                        "uuid": f"MIG-{g['uuid'][4:32]}{gi:02x}{ci:02x}",
+                        "uuid": f"MIG-{g['uuid'][4:36]}{gi:02x}{ci:02x}",
                         "gi_minor": mig_minor(g["minor"], gi),
                         "ci_minor": mig_minor(g["minor"], gi, ci)})
     return out
