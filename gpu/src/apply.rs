@@ -211,7 +211,7 @@ struct Attachment {
 
 /// Binds the plan's driver files, `extra` mounts (runtime-owned copies of covered files), the
 /// host device nodes (with a user namespace) and the `/proc/driver/nvidia` view into the mount
-/// namespace of the container whose init is `pid`.
+/// namespace of the container whose init is `pid`, and makes the plan's `/dev` links there.
 #[tracing::instrument(level = "debug", name = "mount_into_container", skip_all)]
 pub fn mount_into_container(
     pid: i32,
@@ -258,6 +258,10 @@ pub fn mount_into_container(
                 let root = FsRoot::open(Path::new("/"))?;
                 for attachment in &attachments {
                     attach(&root, attachment)?;
+                }
+                // The container's /dev (a tmpfs of libcontainer's) exists only now.
+                for link in &plan.device_links {
+                    root.symlink(&link.target, &link.path)?;
                 }
                 proc_view.attach(&root)
             })
@@ -517,6 +521,7 @@ mod tests {
                 all_capabilities: false,
             },
             mig_devices: Vec::new(),
+            device_links: Vec::new(),
             env: vec!["A=new".to_string(), "B=1".to_string()],
             additional_gids: vec![44, 5, 109],
         };

@@ -131,6 +131,9 @@ pub struct GpuPlan {
     pub mig_devices: Vec<MigDevice>,
     /// Device nodes and their cgroup allow rules.
     pub devices: Vec<DeviceNode>,
+    /// Links made in the container's `/dev` once it exists (udev's
+    /// `/dev/dri/by-path/pci-<bus id>-{card,render}` for the granted DRM nodes).
+    pub device_links: Vec<PlannedLink>,
     /// Driver files bound into the container.
     pub mounts: Vec<PlannedMount>,
     /// SONAME and development links next to the libraries.
@@ -250,8 +253,10 @@ impl GpuPlan {
         features.iter().for_each(|d| add(&d.device));
         let graphics = request.capabilities.contains(DriverCapability::Graphics)
             || request.capabilities.contains(DriverCapability::Display);
+        let mut device_links = Vec::new();
         if graphics {
             gpus.iter().flat_map(|g| &g.drm).for_each(&mut add);
+            device_links = gpus.iter().flat_map(|g| drm_by_path_links(g)).collect();
         }
         if control("nvidiactl").is_none() {
             bail!(
@@ -371,6 +376,7 @@ impl GpuPlan {
             gpus: gpus.iter().map(|g| g.index).collect(),
             mig_devices: migs.into_iter().cloned().collect(),
             devices,
+            device_links,
             mounts,
             links,
             files,
@@ -402,6 +408,29 @@ fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
         return Some(("libGLX_indirect.so.0".to_string(), PathBuf::from(file)));
     }
     None
+}
+
+/// `/dev/dri/by-path/pci-<bus id>-card → ../card1` (and `-render`) for the GPU's DRM nodes,
+/// as udev names them on the host.
+fn drm_by_path_links(gpu: &Gpu) -> Vec<PlannedLink> {
+    gpu.drm
+        .iter()
+        .filter_map(|node| {
+            let name = node.path.file_name()?.to_string_lossy();
+            let kind = if name.starts_with("renderD") {
+                "render"
+            } else {
+                "card"
+            };
+            Some(PlannedLink {
+                path: PathBuf::from(format!(
+                    "/dev/dri/by-path/pci-{}-{kind}",
+                    gpu.pci.proc_dir_name()
+                )),
+                target: Path::new("..").join(&*name),
+            })
+        })
+        .collect()
 }
 
 /// The capability's node; a capability without one cannot be granted.
@@ -1176,6 +1205,24 @@ mod tests {
         );
         assert!(!names.contains(&"/dev/dri/card1".to_string()), "{names:?}");
         assert_eq!(graphics.additional_gids, [44, 109]);
+        let links: Vec<(String, String)> = graphics
+            .device_links
+            .iter()
+            .map(|l| (l.path.display().to_string(), l.target.display().to_string()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                (
+                    "/dev/dri/by-path/pci-0000:11:00.0-card".to_string(),
+                    "../card2".to_string()
+                ),
+                (
+                    "/dev/dri/by-path/pci-0000:11:00.0-render".to_string(),
+                    "../renderD130".to_string()
+                )
+            ]
+        );
         let compute = plan(&["NVIDIA_VISIBLE_DEVICES=1"], &inv, &debian())
             .unwrap()
             .unwrap();

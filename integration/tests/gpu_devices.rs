@@ -156,6 +156,12 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
             "{request}"
         );
         assert_eq!(report.lines("procgpus"), [d.bus_id(0)], "{request}");
+        // The host's /dev/char link of a nested node points into its directory.
+        let minor = &device["ci_minor"];
+        assert_eq!(
+            fs::read_link(d.root.join(format!("dev/char/509:{minor}"))).unwrap(),
+            std::path::Path::new(&format!("../nvidia-caps/nvidia-cap{minor}"))
+        );
         rt.assert_clean(&bundle);
     }
     // `gpu plan` shows the MIG device and its capability files.
@@ -380,14 +386,21 @@ fn gated_families_come_with_enabled_and_a_gpu() {
 fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
     let d = fake_devices();
     let rt = GpuRuntime::new(d);
-    let graphics = bundle(
+    let graphics = gpu_bundle(
         &rt,
-        &["/dev/dri/card2", "/dev/dri/renderD130"],
+        &probes(
+            &["/dev/dri/card2", "/dev/dri/renderD130"],
+            &[(
+                "bypath",
+                "cd /dev/dri/by-path && for l in *; do echo \"$l $(readlink $l)\"; done",
+            )],
+        ),
         &[
             "NVIDIA_VISIBLE_DEVICES=1",
             "NVIDIA_DRIVER_CAPABILITIES=graphics,utility",
         ],
-    );
+    )
+    .unwrap();
     let report = run_ok(&rt, &graphics);
     assert_nodes(
         &report,
@@ -395,6 +408,14 @@ fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
         &["/dev/dri/card1", "/dev/dri/renderD129"],
     );
     assert_opens(&report, 2);
+    let bus = d.bus_id(1);
+    assert_eq!(
+        report.lines("bypath"),
+        [
+            format!("pci-{bus}-card ../card2"),
+            format!("pci-{bus}-render ../renderD130")
+        ]
+    );
     let gids: Vec<&str> = report.out("gids").split_whitespace().collect();
     assert!(
         gids.contains(&"44") && gids.contains(&"109"),
@@ -405,4 +426,32 @@ fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
     let report = run_ok(&rt, &compute);
     assert!(!report.out("nodes").contains("/dev/dri"), "{}", report.raw);
     assert_eq!(report.out("gids"), "0");
+}
+
+#[test]
+fn user_namespace_container_gets_nested_nodes_bound() {
+    let d = fake_devices();
+    let rt = GpuRuntime::new(d);
+    let nested = [
+        "/dev/nvidia-caps/nvidia-cap21",
+        "/dev/nvidia-caps/nvidia-cap22",
+        "/dev/nvidia-caps-imex-channels/channel0",
+    ];
+    let mut bundle = bundle(
+        &rt,
+        &nested,
+        &["NVIDIA_VISIBLE_DEVICES=0:0", "NVIDIA_IMEX_CHANNELS=0"],
+    );
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    let mapping = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    bundle.config["linux"]["uidMappings"] = mapping.clone();
+    bundle.config["linux"]["gidMappings"] = mapping;
+    bundle.save().unwrap();
+    let report = run_ok(&rt, &bundle);
+    assert_nodes(&report, &nested, &["/dev/nvidia-caps/nvidia-cap23"]);
+    assert_opens(&report, nested.len());
+    rt.assert_clean(&bundle);
 }

@@ -212,7 +212,7 @@ fn plan_table(plan: &GpuPlan) -> String {
         );
     }
     let _ = writeln!(out, "\nLINKS");
-    for link in &plan.links {
+    for link in plan.links.iter().chain(&plan.device_links) {
         let _ = writeln!(
             out,
             "  {} -> {}",
