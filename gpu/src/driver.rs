@@ -86,6 +86,8 @@ type NvmlDevice = *mut c_void;
 
 /// `NVML_ERROR_NOT_FOUND`: no MIG device at that index.
 const NVML_ERROR_NOT_FOUND: c_int = 6;
+/// `NVML_DEVICE_MIG_ENABLE`: the current MIG mode of a GPU in MIG mode.
+const NVML_DEVICE_MIG_ENABLE: c_uint = 1;
 /// `NVML_DEVICE_UUID_V2_BUFFER_SIZE`.
 const UUID_BUFFER: usize = 96;
 
@@ -136,6 +138,11 @@ fn list_mig_devices(
         c"nvmlDeviceGetHandleByIndex_v2",
         extern "C" fn(c_uint, *mut NvmlDevice) -> c_int
     );
+    let mig_mode = function!(
+        library,
+        c"nvmlDeviceGetMigMode",
+        extern "C" fn(NvmlDevice, *mut c_uint, *mut c_uint) -> c_int
+    );
     let max_mig = function!(
         library,
         c"nvmlDeviceGetMaxMigDeviceCount",
@@ -178,10 +185,15 @@ fn list_mig_devices(
     for gpu in 0..gpus {
         let mut parent: NvmlDevice = std::ptr::null_mut();
         check("nvmlDeviceGetHandleByIndex_v2", by_index(gpu, &mut parent))?;
-        let mut slots: c_uint = 0;
-        if max_mig(parent, &mut slots) != 0 {
-            continue; // not MIG capable
+        let (mut current, mut pending): (c_uint, c_uint) = (0, 0);
+        if mig_mode(parent, &mut current, &mut pending) != 0 || current != NVML_DEVICE_MIG_ENABLE {
+            continue; // not MIG capable, or not in MIG mode
         }
+        let mut slots: c_uint = 0;
+        check(
+            "nvmlDeviceGetMaxMigDeviceCount",
+            max_mig(parent, &mut slots),
+        )?;
         let parent_uuid = uuid_of(parent)?;
         for index in 0..slots {
             let mut device: NvmlDevice = std::ptr::null_mut();

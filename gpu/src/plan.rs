@@ -14,8 +14,8 @@ use crate::inventory::{
 };
 use crate::ldcache::{LdCache, LdCacheEntry, NATIVE_FLAGS};
 use crate::request::{
-    DeviceSelector, DriverCapability, GpuFacts, GpuRequest, HostFacts, Version, VisibleDevices,
-    IMEX_CHANNELS, MIG_CONFIG_DEVICES, MIG_MONITOR_DEVICES,
+    DeviceFeature, DeviceSelector, DriverCapability, GpuFacts, GpuRequest, HostFacts, Version,
+    VisibleDevices, IMEX_CHANNELS, MIG_CONFIG_DEVICES, MIG_MONITOR_DEVICES,
 };
 
 /// The ld.so.conf.d drop-in that keeps the driver libraries when the container runs ldconfig.
@@ -211,10 +211,7 @@ impl GpuPlan {
                     .filter(move |d| d.feature == *feature)
             })
             .collect();
-        if features
-            .iter()
-            .any(|d| d.feature == crate::request::DeviceFeature::Gds)
-        {
+        if features.iter().any(|d| d.feature == DeviceFeature::Gds) {
             parts.extend([DriverPart::GdsConfig, DriverPart::UdevDatabase]);
         }
 
@@ -642,7 +639,6 @@ mod tests {
     use super::*;
     use crate::config::DriverConfig;
     use crate::inventory::{DriverFile, FeatureDevice};
-    use crate::request::DeviceFeature;
 
     const VERSION: &str = "580.95.05";
 

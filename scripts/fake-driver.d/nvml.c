@@ -216,6 +216,17 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int len
     return copy_string(uuid, length, device->is_mig ? device->mig_uuid : device->gpu.uuid);
 }
 
+/* Every fake GPU is MIG capable (an H100); MIG mode as the capability directory says. */
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode,
+                                  unsigned int *pendingMode)
+{
+    REQUIRE_DEVICE(device);
+    if (!currentMode || !pendingMode)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *currentMode = *pendingMode = (unsigned int)device->mig_mode;
+    return NVML_SUCCESS;
+}
+
 nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count)
 {
     REQUIRE_DEVICE(device);
