@@ -164,8 +164,41 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
         );
         rt.assert_clean(&bundle);
     }
-    // `gpu plan` shows the MIG device and its capability files.
+    // `gpu inventory` lists the MIG devices with NVML's indices and UUIDs, and the other nodes.
     let rt = GpuRuntime::new(d);
+    let inventory: Value =
+        serde_json::from_str(&rt.ok(&["gpu", "inventory", "--format", "json"])).unwrap();
+    let listed: Vec<(Value, Value, Value, Value)> = inventory["mig_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["gpu_instance"].clone(),
+                m["compute_instance"].clone(),
+                m["index"].clone(),
+                m["uuid"].clone(),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(Value, Value, Value, Value)> = d.manifest["mig_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["gi"].clone(),
+                m["ci"].clone(),
+                m["index"].clone(),
+                m["uuid"].clone(),
+            )
+        })
+        .collect();
+    expected.sort_by_key(|(gi, ci, _, _)| (gi.as_u64(), ci.as_u64()));
+    assert_eq!(listed, expected);
+    assert_eq!(inventory["imex_channels"].as_array().unwrap().len(), 3);
+    assert_eq!(inventory["gpus"][1]["drm"].as_array().unwrap().len(), 2);
+    // `gpu plan` shows the MIG device and its capability files.
     let bundle = bundle(&rt, &[], &["NVIDIA_VISIBLE_DEVICES=0:1"]);
     let plan = rt.ok(&["gpu", "plan", "--bundle", bundle.path()]);
     assert!(
