@@ -176,7 +176,11 @@ pub fn ensure_dev_char_links(dev_root: &Path, plan: &GpuPlan) -> Result<()> {
         if link.symlink_metadata().is_ok() {
             continue;
         }
-        let name = device.path.file_name().context("device without a name")?;
+        // `/dev/nvidia0` → `../nvidia0`, `/dev/nvidia-caps/nvidia-cap3` → `../nvidia-caps/…`.
+        let name = device
+            .path
+            .strip_prefix("/dev")
+            .context("a device outside /dev")?;
         let target = Path::new("..").join(name);
         match std::os::unix::fs::symlink(&target, &link) {
             Ok(()) => {}
@@ -207,7 +211,7 @@ struct Attachment {
 
 /// Binds the plan's driver files, `extra` mounts (runtime-owned copies of covered files), the
 /// host device nodes (with a user namespace) and the `/proc/driver/nvidia` view into the mount
-/// namespace of the container whose init is `pid`.
+/// namespace of the container whose init is `pid`, and makes the plan's `/dev` links there.
 #[tracing::instrument(level = "debug", name = "mount_into_container", skip_all)]
 pub fn mount_into_container(
     pid: i32,
@@ -254,6 +258,10 @@ pub fn mount_into_container(
                 let root = FsRoot::open(Path::new("/"))?;
                 for attachment in &attachments {
                     attach(&root, attachment)?;
+                }
+                // The container's /dev (a tmpfs of libcontainer's) exists only now.
+                for link in &plan.device_links {
+                    root.symlink(&link.target, &link.path)?;
                 }
                 proc_view.attach(&root)
             })
@@ -354,8 +362,9 @@ fn attach(root: &FsRoot, attachment: &Attachment) -> Result<()> {
 }
 
 /// The per-container `/proc/driver/nvidia`: a tmpfs holding copies of `version`, `registry` and
-/// `params` (with `ModifyDeviceFiles: 0`, so NVML in the container never creates device nodes)
-/// and the granted GPUs' directories bound from the host. libcontainer refuses spec mounts
+/// `params` (with `ModifyDeviceFiles: 0`, so NVML in the container never creates device nodes),
+/// the granted GPUs' directories and MIG capability files (or the whole `capabilities` tree)
+/// bound from the host. libcontainer refuses spec mounts
 /// under `/proc`, hence this step.
 struct ProcViewMount {
     tmpfs: OwnedFd,
@@ -363,7 +372,8 @@ struct ProcViewMount {
     destination: PathBuf,
     /// The tmpfs-relative directory that stands for `/proc/driver/nvidia`.
     nvidia_dir: PathBuf,
-    gpus: Vec<(String, OwnedFd)>,
+    /// Host trees bound into the view: path relative to `nvidia_dir`, the tree, a directory.
+    binds: Vec<(PathBuf, OwnedFd, bool)>,
 }
 
 impl ProcViewMount {
@@ -404,21 +414,38 @@ impl ProcViewMount {
         }
         // `gpus/` exists even when no GPU is granted (`none`), as on a host with no GPU.
         content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus"))?;
-        let mut gpus = Vec::new();
-        for bus_id in &view.gpus {
-            let host = view.host_dir.join("gpus").join(bus_id);
+        let mut binds = Vec::new();
+        let mut sources: Vec<(PathBuf, bool)> = view
+            .gpus
+            .iter()
+            .map(|bus_id| (Path::new("gpus").join(bus_id), true))
+            .collect();
+        if view.all_capabilities {
+            sources.push((PathBuf::from("capabilities"), true));
+        }
+        sources.extend(
+            view.capabilities
+                .iter()
+                .map(|file| (Path::new("capabilities").join(file), false)),
+        );
+        for (relative, directory) in sources {
             let tree = clone_tree(
-                &host,
+                &view.host_dir.join(&relative),
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
             )?;
-            content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus").join(bus_id))?;
-            gpus.push((bus_id.clone(), tree));
+            create_target(
+                &content,
+                &Path::new("/").join(&nvidia_dir).join(&relative),
+                directory,
+                0o444,
+            )?;
+            binds.push((relative, tree, directory));
         }
         Ok(ProcViewMount {
             tmpfs,
             destination,
             nvidia_dir,
-            gpus,
+            binds,
         })
     }
 
@@ -442,19 +469,15 @@ impl ProcViewMount {
                 mode: 0o755,
             },
         )?;
-        for (bus_id, tree) in self.gpus {
-            let destination = self
-                .destination
-                .join(&self.nvidia_dir)
-                .join("gpus")
-                .join(bus_id);
+        for (relative, tree, directory) in self.binds {
+            let destination = self.destination.join(&self.nvidia_dir).join(relative);
             attach(
                 root,
                 &Attachment {
                     tree,
                     destination,
-                    directory: true,
-                    mode: 0o755,
+                    directory,
+                    mode: 0o444,
                 },
             )?;
         }
@@ -494,7 +517,11 @@ mod tests {
             proc_view: crate::plan::ProcView {
                 host_dir: PathBuf::new(),
                 gpus: Vec::new(),
+                capabilities: Vec::new(),
+                all_capabilities: false,
             },
+            mig_devices: Vec::new(),
+            device_links: Vec::new(),
             env: vec!["A=new".to_string(), "B=1".to_string()],
             additional_gids: vec![44, 5, 109],
         };

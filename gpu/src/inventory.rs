@@ -16,6 +16,7 @@ use crate::fsroot::FsRoot;
 use crate::ldcache::LdCache;
 use crate::pci::PciBusId;
 use crate::procfs;
+use crate::request::DeviceFeature;
 
 /// Everything a plan is made from about the host.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +39,58 @@ pub struct HostInventory {
     /// with their `/dev/nvidia-caps/nvidia-cap<minor>` nodes, from
     /// `<proc-root>/proc/driver/nvidia-caps/mig-minors`; empty without MIG support.
     pub mig_capabilities: Vec<MigCapabilityNode>,
+    /// MIG devices (compute instances) that exist, from the `access` files under
+    /// `<proc-root>/proc/driver/nvidia/capabilities/gpu<minor>/mig/`; their NVML identities
+    /// only after [`HostInventory::identify_mig_devices`].
+    pub mig_devices: Vec<MigDevice>,
+    /// IMEX channel nodes, `/dev/nvidia-caps-imex-channels/channel<N>` (minor N).
+    pub imex_channels: Vec<DeviceNode>,
+    /// Device nodes of the feature-gated families (GDS, MOFED, NVSwitch, GDRCopy).
+    pub feature_devices: Vec<FeatureDevice>,
+}
+
+/// One MIG device: a compute instance of a GPU instance of a GPU in MIG mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigDevice {
+    /// Index of the parent GPU.
+    pub gpu: u32,
+    /// GPU instance id.
+    pub gpu_instance: u32,
+    /// Compute instance id.
+    pub compute_instance: u32,
+    /// The GPU instance's `access` capability.
+    pub gpu_instance_access: MigCapabilityNode,
+    /// The compute instance's `access` capability.
+    pub compute_instance_access: MigCapabilityNode,
+    /// NVML's index of the device on its parent (the `M` of `N:M`), when NVML was asked.
+    pub index: Option<u32>,
+    /// `MIG-<uuid>`, lower-case, when NVML was asked.
+    pub uuid: Option<String>,
+}
+
+/// What NVML says about one MIG device, matched to the procfs inventory by parent UUID and
+/// instance ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigIdentity {
+    /// The parent GPU's `GPU-…` UUID.
+    pub parent_uuid: String,
+    /// The device's index on its parent.
+    pub index: u32,
+    /// The device's `MIG-…` UUID.
+    pub uuid: String,
+    /// GPU instance id.
+    pub gpu_instance: u32,
+    /// Compute instance id.
+    pub compute_instance: u32,
+}
+
+/// A device node of a feature-gated family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeatureDevice {
+    /// The family that grants it.
+    pub feature: DeviceFeature,
+    /// The node.
+    pub device: DeviceNode,
 }
 
 /// One MIG capability and its device node.
@@ -67,6 +120,9 @@ pub struct Gpu {
     pub model: Option<String>,
     /// Its device node, `/dev/nvidia<minor>`.
     pub device: DeviceNode,
+    /// Its DRM nodes (`/dev/dri/card*`, `/dev/dri/renderD*`), found through udev's
+    /// `/dev/dri/by-path/pci-<bus id>-{card,render}` links.
+    pub drm: Vec<DeviceNode>,
 }
 
 /// A character device node of the driver.
@@ -110,6 +166,10 @@ pub enum DriverPart {
     ComputeIpc,
     /// GSP firmware, needed by every container.
     Firmware,
+    /// GPUDirect Storage's `/etc/cufile.json`.
+    GdsConfig,
+    /// The udev database directory `/run/udev`, which GPUDirect Storage reads.
+    UdevDatabase,
 }
 
 impl DriverPart {
@@ -126,6 +186,8 @@ impl DriverPart {
             DriverPart::UtilityIpc => "utility-ipc",
             DriverPart::ComputeIpc => "compute-ipc",
             DriverPart::Firmware => "firmware",
+            DriverPart::GdsConfig => "gds-config",
+            DriverPart::UdevDatabase => "udev-database",
         }
     }
 
@@ -225,6 +287,8 @@ const IPC: &[(&str, DriverPart)] = &[
     ("/run/nvidia-persistenced/socket", DriverPart::UtilityIpc),
     ("/run/nvidia-fabricmanager/socket", DriverPart::UtilityIpc),
     ("/tmp/nvidia-mps", DriverPart::ComputeIpc),
+    ("/etc/cufile.json", DriverPart::GdsConfig),
+    ("/run/udev", DriverPart::UdevDatabase),
 ];
 
 /// Where libraries are looked for when neither `library-dirs` nor the driver root's
@@ -274,6 +338,9 @@ impl HostInventory {
 
         let dev = roots.dev_root.join("dev");
         let gpus = read_gpus(&proc_dir, &dev, majors.nvidia)?;
+        let mig_devices = read_mig_devices(&proc_dir, &dev, &gpus, majors.caps)?;
+        let imex_channels = read_imex_channels(&dev, majors.caps_imex_channels)?;
+        let feature_devices = read_feature_devices(&dev)?;
         let mut control_devices = Vec::new();
         for (name, major, minor) in [
             ("nvidiactl", Some(majors.nvidia), 255),
@@ -306,7 +373,37 @@ impl HostInventory {
             files,
             proc_dir,
             mig_capabilities,
+            mig_devices,
+            imex_channels,
+            feature_devices,
         })
+    }
+
+    /// Adds NVML's index and UUID to the MIG devices it reports (matched by parent GPU UUID
+    /// and instance ids); devices NVML does not report keep none.
+    pub fn identify_mig_devices(&mut self, identities: &[MigIdentity]) {
+        for device in &mut self.mig_devices {
+            let Some(parent) = self.gpus.iter().find(|g| g.index == device.gpu) else {
+                continue;
+            };
+            let found = identities.iter().find(|identity| {
+                parent
+                    .uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(&identity.parent_uuid))
+                    && identity.gpu_instance == device.gpu_instance
+                    && identity.compute_instance == device.compute_instance
+            });
+            if let Some(identity) = found {
+                device.index = Some(identity.index);
+                device.uuid = Some(
+                    identity
+                        .uuid
+                        .to_ascii_lowercase()
+                        .replacen("mig-", "MIG-", 1),
+                );
+            }
+        }
     }
 
     /// The driver files of one part.
@@ -360,6 +457,7 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
                     .map(|u| u.to_ascii_lowercase().replacen("gpu-", "GPU-", 1)),
                 bus_id,
                 pci: info.bus_location,
+                drm: read_drm_nodes(dev, &info.bus_location)?,
                 model: info.model,
                 device,
             })
@@ -380,30 +478,197 @@ fn read_mig_capabilities(
     };
     let minors =
         procfs::parse_mig_minors(&text).with_context(|| format!("invalid {}", path.display()))?;
-    let caps_dir = roots.dev_root.join("dev/nvidia-caps");
+    let dev = roots.dev_root.join("dev");
     minors
         .iter()
         .map(|(capability, &minor)| {
-            let device = match caps_major {
-                Some(major) => device_node(&caps_dir, &format!("nvidia-cap{minor}"), major, minor)?
-                    .map(|mut node| {
-                        node.path =
-                            Path::new("/dev/nvidia-caps").join(format!("nvidia-cap{minor}"));
-                        node
-                    }),
-                None => None,
-            };
-            Ok(MigCapabilityNode {
-                capability: capability.proc_path(),
-                device,
-                minor,
-            })
+            mig_capability_node(&dev, caps_major, capability.proc_path(), minor)
         })
         .collect()
 }
 
+/// A MIG capability with its `/dev/nvidia-caps/nvidia-cap<minor>` node, if the host has it.
+fn mig_capability_node(
+    dev: &Path,
+    caps_major: Option<u32>,
+    capability: String,
+    minor: u32,
+) -> Result<MigCapabilityNode> {
+    let device = match caps_major {
+        Some(major) => device_node(dev, &format!("nvidia-caps/nvidia-cap{minor}"), major, minor)?,
+        None => None,
+    };
+    Ok(MigCapabilityNode {
+        capability,
+        device,
+        minor,
+    })
+}
+
+/// The numbered entries `<prefix><N>` of a directory, by number; none if it does not exist.
+fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<u32>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut numbers = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u32>().ok());
+        numbers.extend(number);
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The MIG devices of GPUs in MIG mode: every `gi<I>/ci<C>/access` under
+/// `capabilities/gpu<minor>/mig/`, with the cap minor its `access` files hold.
+fn read_mig_devices(
+    proc_dir: &Path,
+    dev: &Path,
+    gpus: &[Gpu],
+    caps_major: Option<u32>,
+) -> Result<Vec<MigDevice>> {
+    let access = |relative: String| -> Result<MigCapabilityNode> {
+        let path = proc_dir.join("capabilities").join(&relative);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let minor = procfs::parse_capability_access(&text)
+            .with_context(|| format!("invalid {}", path.display()))?;
+        mig_capability_node(dev, caps_major, relative, minor)
+    };
+    let mut devices = Vec::new();
+    for gpu in gpus {
+        let mig = format!("gpu{}/mig", gpu.device.minor);
+        for gi in numbered_entries(&proc_dir.join("capabilities").join(&mig), "gi")? {
+            let gi_dir = format!("{mig}/gi{gi}");
+            let cis = numbered_entries(&proc_dir.join("capabilities").join(&gi_dir), "ci")?;
+            if cis.is_empty() {
+                continue; // a GPU instance without compute instances is no usable device
+            }
+            let gpu_instance_access = access(format!("{gi_dir}/access"))?;
+            for ci in cis {
+                devices.push(MigDevice {
+                    gpu: gpu.index,
+                    gpu_instance: gi,
+                    compute_instance: ci,
+                    gpu_instance_access: gpu_instance_access.clone(),
+                    compute_instance_access: access(format!("{gi_dir}/ci{ci}/access"))?,
+                    index: None,
+                    uuid: None,
+                });
+            }
+        }
+    }
+    Ok(devices)
+}
+
+/// `/dev/nvidia-caps-imex-channels/channel<N>` nodes (major `nvidia-caps-imex-channels`,
+/// minor N); none when `/proc/devices` lists no such major.
+fn read_imex_channels(dev: &Path, major: Option<u32>) -> Result<Vec<DeviceNode>> {
+    let Some(major) = major else {
+        return Ok(Vec::new());
+    };
+    let mut nodes = Vec::new();
+    for channel in numbered_entries(&dev.join("nvidia-caps-imex-channels"), "channel")? {
+        let name = format!("nvidia-caps-imex-channels/channel{channel}");
+        nodes.extend(device_node(dev, &name, major, channel)?);
+    }
+    Ok(nodes)
+}
+
+/// The GPU's DRM nodes through udev's by-path links (`../card1`, `../renderD129`).
+fn read_drm_nodes(dev: &Path, bus: &PciBusId) -> Result<Vec<DeviceNode>> {
+    let mut nodes = Vec::new();
+    for kind in ["card", "render"] {
+        let link = dev.join(format!("dri/by-path/pci-{}-{kind}", bus.proc_dir_name()));
+        let target = match std::fs::read_link(&link) {
+            Ok(target) => target,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read the link {}", link.display()))
+            }
+        };
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} points nowhere", link.display()))?;
+        let name = format!("dri/{}", name.to_string_lossy());
+        let node = char_device(dev, &name)?
+            .with_context(|| format!("{} points to a missing node", link.display()))?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// The nodes of the feature-gated families under `<dev>` (reference §1.7).
+fn read_feature_devices(dev: &Path) -> Result<Vec<FeatureDevice>> {
+    let list = |dir: &str, keep: &dyn Fn(&str) -> bool| -> Result<Vec<String>> {
+        let path = dev.join(dir);
+        let entries = match std::fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("cannot list {}", path.display())),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| keep(n))
+            .map(|n| Path::new(dir).join(n).to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let nvswitch = |n: &str| {
+        n == "nvidia-nvswitchctl"
+            || n.strip_prefix("nvidia-nvswitch")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let families: [(DeviceFeature, Vec<String>); 4] = [
+        (
+            DeviceFeature::Gds,
+            list("", &|n| n.starts_with("nvidia-fs"))?,
+        ),
+        (
+            DeviceFeature::Mofed,
+            list("infiniband", &|n| n.starts_with("uverbs") || n == "rdma_cm")?,
+        ),
+        (DeviceFeature::Nvswitch, list("", &nvswitch)?),
+        (DeviceFeature::Gdrcopy, list("", &|n| n == "gdrdrv")?),
+    ];
+    let mut found = Vec::new();
+    for (feature, names) in families {
+        for name in names {
+            found.extend(char_device(dev, &name)?.map(|device| FeatureDevice { feature, device }));
+        }
+    }
+    Ok(found)
+}
+
 /// The node `<dev>/<name>` if it exists; it must be the expected character device.
 fn device_node(dev: &Path, name: &str, major: u32, minor: u32) -> Result<Option<DeviceNode>> {
+    let node = char_device(dev, name).or_else(|_| {
+        bail!(
+            "{} is not the character device {major}:{minor} the driver reports",
+            dev.join(name).display()
+        )
+    })?;
+    match node {
+        Some(node) if (node.major, node.minor) != (major, minor) => bail!(
+            "{} is not the character device {major}:{minor} the driver reports",
+            node.host_path.display()
+        ),
+        node => Ok(node),
+    }
+}
+
+/// The character device `<dev>/<name>` (`name` may hold directories) with the numbers it
+/// has, if it exists; `/dev/<name>` in a container.
+fn char_device(dev: &Path, name: &str) -> Result<Option<DeviceNode>> {
     let host_path = dev.join(name);
     let meta = match std::fs::metadata(&host_path) {
         Ok(meta) => meta,
@@ -412,19 +677,15 @@ fn device_node(dev: &Path, name: &str, major: u32, minor: u32) -> Result<Option<
             return Err(err).with_context(|| format!("cannot stat {}", host_path.display()))
         }
     };
-    let rdev = meta.rdev();
-    let (found_major, found_minor) = (libc::major(rdev), libc::minor(rdev));
-    if !meta.file_type().is_char_device() || (found_major, found_minor) != (major, minor) {
-        bail!(
-            "{} is not the character device {major}:{minor} the driver reports",
-            host_path.display()
-        );
+    if !meta.file_type().is_char_device() {
+        bail!("{} is not a character device", host_path.display());
     }
+    let rdev = meta.rdev();
     Ok(Some(DeviceNode {
         path: Path::new("/dev").join(name),
         host_path,
-        major,
-        minor,
+        major: libc::major(rdev),
+        minor: libc::minor(rdev),
         mode: meta.mode() & 0o7777,
         gid: meta.gid(),
     }))
@@ -595,7 +856,7 @@ mod tests {
         );
         write(
             "proc/devices",
-            "Character devices:\n195 nvidia\n509 nvidia-caps\n\nBlock devices:\n",
+            "Character devices:\n195 nvidia\n508 nvidia-caps-imex-channels\n509 nvidia-caps\n\nBlock devices:\n",
         );
         write(
             "proc/driver/nvidia/gpus/0000:3b:00.0/information",
@@ -606,10 +867,34 @@ mod tests {
             "config 1\ngpu0/gi2/access 21\n",
         );
         write("usr/bin/nvidia-smi", "");
+        write(
+            "proc/driver/nvidia/capabilities/gpu0/mig/gi2/access",
+            "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 1\n",
+        );
+        write(
+            "proc/driver/nvidia/capabilities/gpu0/mig/gi2/ci0/access",
+            "DeviceFileMinor: 22\nDeviceFileMode: 292\nDeviceFileModify: 1\n",
+        );
+        // A GPU instance without compute instances is no MIG device.
+        write(
+            "proc/driver/nvidia/capabilities/gpu0/mig/gi3/access",
+            "DeviceFileMinor: 30\n",
+        );
+        fs::create_dir_all(root.join("dev/dri/by-path")).unwrap();
+        std::os::unix::fs::symlink(
+            "../card1",
+            root.join("dev/dri/by-path/pci-0000:3b:00.0-card"),
+        )
+        .unwrap();
         for (node, major, minor) in [
             ("dev/nvidia0", 195, 0),
             ("dev/nvidiactl", 195, 255),
             ("dev/nvidia-caps/nvidia-cap21", 509, 21),
+            ("dev/nvidia-caps/nvidia-cap22", 509, 22),
+            ("dev/nvidia-caps-imex-channels/channel3", 508, 3),
+            ("dev/dri/card1", 226, 1),
+            ("dev/gdrdrv", 235, 0),
+            ("dev/infiniband/uverbs0", 231, 192),
         ] {
             let path = root.join(node);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -664,6 +949,71 @@ mod tests {
         assert_eq!(
             caps,
             [("mig/config", 1, false), ("gpu0/mig/gi2/access", 21, true)]
+        );
+        let migs: Vec<(u32, u32, u32, u32, u32)> = inventory
+            .mig_devices
+            .iter()
+            .map(|m| {
+                (
+                    m.gpu,
+                    m.gpu_instance,
+                    m.compute_instance,
+                    m.gpu_instance_access.minor,
+                    m.compute_instance_access.minor,
+                )
+            })
+            .collect();
+        assert_eq!(migs, [(0, 2, 0, 21, 22)]);
+        assert_eq!(
+            inventory.mig_devices[0]
+                .compute_instance_access
+                .device
+                .as_ref()
+                .unwrap()
+                .path,
+            PathBuf::from("/dev/nvidia-caps/nvidia-cap22")
+        );
+        let channels: Vec<&Path> = inventory
+            .imex_channels
+            .iter()
+            .map(|d| d.path.as_path())
+            .collect();
+        assert_eq!(
+            channels,
+            [Path::new("/dev/nvidia-caps-imex-channels/channel3")]
+        );
+        let drm: Vec<(&Path, u32)> = gpu
+            .drm
+            .iter()
+            .map(|d| (d.path.as_path(), d.minor))
+            .collect();
+        assert_eq!(drm, [(Path::new("/dev/dri/card1"), 1)]);
+        let features: Vec<(DeviceFeature, &Path)> = inventory
+            .feature_devices
+            .iter()
+            .map(|f| (f.feature, f.device.path.as_path()))
+            .collect();
+        assert_eq!(
+            features,
+            [
+                (DeviceFeature::Mofed, Path::new("/dev/infiniband/uverbs0")),
+                (DeviceFeature::Gdrcopy, Path::new("/dev/gdrdrv"))
+            ]
+        );
+        let mut inventory = inventory;
+        inventory.identify_mig_devices(&[MigIdentity {
+            parent_uuid: "GPU-AB-CD".into(),
+            index: 4,
+            uuid: "MIG-AB".into(),
+            gpu_instance: 2,
+            compute_instance: 0,
+        }]);
+        assert_eq!(
+            (
+                inventory.mig_devices[0].index,
+                inventory.mig_devices[0].uuid.as_deref()
+            ),
+            (Some(4), Some("MIG-ab"))
         );
         fs::remove_dir_all(root).unwrap();
     }

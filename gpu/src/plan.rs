@@ -8,9 +8,15 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::fsroot::FsRoot;
-use crate::inventory::{is_driver_library_name, DeviceNode, DriverPart, Gpu, HostInventory};
+use crate::inventory::{
+    is_driver_library_name, DeviceNode, DriverPart, Gpu, HostInventory, MigCapabilityNode,
+    MigDevice,
+};
 use crate::ldcache::{LdCache, LdCacheEntry, NATIVE_FLAGS};
-use crate::request::{DeviceSelector, GpuFacts, GpuRequest, HostFacts, Version, VisibleDevices};
+use crate::request::{
+    DeviceFeature, DeviceSelector, DriverCapability, GpuFacts, GpuRequest, HostFacts, Version,
+    VisibleDevices, IMEX_CHANNELS, MIG_CONFIG_DEVICES, MIG_MONITOR_DEVICES,
+};
 
 /// The ld.so.conf.d drop-in that keeps the driver libraries when the container runs ldconfig.
 pub const LDCONF_DROPIN: &str = "/etc/ld.so.conf.d/00-gpu-youki.conf";
@@ -106,8 +112,12 @@ fn summarise<S: serde::Serializer>(content: &[u8], s: S) -> Result<S::Ok, S::Err
 pub struct ProcView {
     /// Host `<proc-root>/proc/driver/nvidia`.
     pub host_dir: PathBuf,
-    /// The granted GPUs' directory names under `gpus/`.
+    /// The granted GPUs' directory names under `gpus/` (MIG devices' parents included).
     pub gpus: Vec<String>,
+    /// The granted MIG capabilities' files under `capabilities/` (`gpu0/mig/gi1/access`, …).
+    pub capabilities: Vec<String>,
+    /// The whole `capabilities/` tree (MIG config or monitor), instead of single files.
+    pub all_capabilities: bool,
 }
 
 /// Everything one container gets.
@@ -117,8 +127,13 @@ pub struct GpuPlan {
     pub driver_version: String,
     /// The granted GPUs' indices.
     pub gpus: Vec<u32>,
+    /// The granted MIG devices (their parents' nodes are in `devices`, not in `gpus`).
+    pub mig_devices: Vec<MigDevice>,
     /// Device nodes and their cgroup allow rules.
     pub devices: Vec<DeviceNode>,
+    /// Links made in the container's `/dev` once it exists (udev's
+    /// `/dev/dri/by-path/pci-<bus id>-{card,render}` for the granted DRM nodes).
+    pub device_links: Vec<PlannedLink>,
     /// Driver files bound into the container.
     pub mounts: Vec<PlannedMount>,
     /// SONAME and development links next to the libraries.
@@ -149,7 +164,11 @@ impl GpuPlan {
         let Some(visible) = &request.devices else {
             return Ok(None);
         };
-        let gpus = select_gpus(visible, &inventory.gpus)?;
+        let (gpus, migs) = select_devices(visible, inventory)?;
+        let parents: Vec<&Gpu> = migs
+            .iter()
+            .filter_map(|m| inventory.gpus.iter().find(|g| g.index == m.gpu))
+            .collect();
         // arch and brand would need NVML; without it they are unknown, which fails closed.
         let facts = HostFacts {
             cuda,
@@ -165,7 +184,7 @@ impl GpuPlan {
         };
         request.check_requirements(&facts)?;
         let components = request.capabilities.components();
-        let parts: Vec<DriverPart> = [
+        let mut parts: Vec<DriverPart> = [
             (components.utility_libraries, DriverPart::UtilityLibrary),
             (components.compute_libraries, DriverPart::ComputeLibrary),
             (components.video_libraries, DriverPart::VideoLibrary),
@@ -180,17 +199,61 @@ impl GpuPlan {
         .into_iter()
         .filter_map(|(wanted, part)| wanted.then_some(part))
         .collect();
+        let any_gpu = !gpus.is_empty() || !migs.is_empty();
+        let features: Vec<_> = request
+            .features
+            .iter()
+            .filter(|_| any_gpu)
+            .flat_map(|feature| {
+                inventory
+                    .feature_devices
+                    .iter()
+                    .filter(move |d| d.feature == *feature)
+            })
+            .collect();
+        if features.iter().any(|d| d.feature == DeviceFeature::Gds) {
+            parts.extend([DriverPart::GdsConfig, DriverPart::UdevDatabase]);
+        }
 
-        let mut devices = Vec::new();
-        let control = |name| inventory.control_device(name).cloned();
-        devices.extend(control("nvidiactl"));
-        devices.extend(gpus.iter().map(|g| g.device.clone()));
+        let mut devices: Vec<DeviceNode> = Vec::new();
+        let mut add = |node: &DeviceNode| {
+            if !devices.iter().any(|d| d.path == node.path) {
+                devices.push(node.clone());
+            }
+        };
+        let control = |name| inventory.control_device(name);
+        control("nvidiactl").into_iter().for_each(&mut add);
+        gpus.iter().chain(&parents).for_each(|g| add(&g.device));
+        let mut capabilities = Vec::new();
+        for mig in &migs {
+            for access in [&mig.gpu_instance_access, &mig.compute_instance_access] {
+                add(capability_node(access, "MIG device")?);
+                if !capabilities.contains(&access.capability) {
+                    capabilities.push(access.capability.clone());
+                }
+            }
+        }
         if components.compute_libraries {
-            devices.extend(control("nvidia-uvm"));
-            devices.extend(control("nvidia-uvm-tools"));
+            control("nvidia-uvm").into_iter().for_each(&mut add);
+            control("nvidia-uvm-tools").into_iter().for_each(&mut add);
         }
         if components.modeset_device {
-            devices.extend(control("nvidia-modeset"));
+            control("nvidia-modeset").into_iter().for_each(&mut add);
+        }
+        let all_capabilities = request.mig_config || request.mig_monitor;
+        for node in mig_management_nodes(request, inventory, &gpus, &migs)? {
+            add(node);
+        }
+        for channel in &request.imex_channels {
+            add(imex_channel(inventory, *channel)?);
+        }
+        features.iter().for_each(|d| add(&d.device));
+        let graphics = request.capabilities.contains(DriverCapability::Graphics)
+            || request.capabilities.contains(DriverCapability::Display);
+        let mut device_links = Vec::new();
+        if graphics {
+            gpus.iter().flat_map(|g| &g.drm).for_each(&mut add);
+            device_links = gpus.iter().flat_map(|g| drm_by_path_links(g)).collect();
         }
         if control("nvidiactl").is_none() {
             bail!(
@@ -215,7 +278,7 @@ impl GpuPlan {
             mounts.push(PlannedMount {
                 source: file.host_path.clone(),
                 destination,
-                directory: file.part == DriverPart::ComputeIpc,
+                directory: matches!(file.part, DriverPart::ComputeIpc | DriverPart::UdevDatabase),
                 writable: matches!(file.part, DriverPart::UtilityIpc | DriverPart::ComputeIpc),
                 executable: matches!(
                     file.part,
@@ -291,20 +354,42 @@ impl GpuPlan {
             },
         ];
 
+        // The groups of nodes not open to everyone, as CDI adds them (reference §2.13).
+        let mut additional_gids: Vec<u32> = Vec::new();
+        for device in &devices {
+            let restricted = device.gid != 0 && device.mode & 0o006 != 0o006;
+            if restricted && !additional_gids.contains(&device.gid) {
+                additional_gids.push(device.gid);
+            }
+        }
+        let mut proc_gpus: Vec<String> = Vec::new();
+        for gpu in gpus.iter().chain(&parents) {
+            if !proc_gpus.contains(&gpu.bus_id) {
+                proc_gpus.push(gpu.bus_id.clone());
+            }
+        }
         Ok(Some(GpuPlan {
             driver_version: inventory.driver_version.clone(),
             gpus: gpus.iter().map(|g| g.index).collect(),
+            mig_devices: migs.into_iter().cloned().collect(),
             devices,
+            device_links,
             mounts,
             links,
             files,
             removals,
             proc_view: ProcView {
                 host_dir: inventory.proc_dir.clone(),
-                gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),
+                gpus: proc_gpus,
+                capabilities: if all_capabilities {
+                    Vec::new()
+                } else {
+                    capabilities
+                },
+                all_capabilities,
             },
             env: Vec::new(),
-            additional_gids: Vec::new(),
+            additional_gids,
         }))
     }
 }
@@ -322,37 +407,208 @@ fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
     None
 }
 
-/// The GPUs a request names, resolved against the inventory.
-fn select_gpus<'a>(visible: &VisibleDevices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
+/// `/dev/dri/by-path/pci-<bus id>-card → ../card1` (and `-render`) for the GPU's DRM nodes,
+/// as udev names them on the host.
+fn drm_by_path_links(gpu: &Gpu) -> Vec<PlannedLink> {
+    gpu.drm
+        .iter()
+        .filter_map(|node| {
+            let name = node.path.file_name()?.to_string_lossy();
+            let kind = if name.starts_with("renderD") {
+                "render"
+            } else {
+                "card"
+            };
+            Some(PlannedLink {
+                path: PathBuf::from(format!(
+                    "/dev/dri/by-path/pci-{}-{kind}",
+                    gpu.pci.proc_dir_name()
+                )),
+                target: Path::new("..").join(&*name),
+            })
+        })
+        .collect()
+}
+
+/// The capability's node; a capability without one cannot be granted.
+fn capability_node<'a>(capability: &'a MigCapabilityNode, what: &str) -> Result<&'a DeviceNode> {
+    capability.device.as_ref().with_context(|| {
+        format!(
+            "{what} capability {}: its node /dev/nvidia-caps/nvidia-cap{} is missing on the host",
+            capability.capability, capability.minor
+        )
+    })
+}
+
+/// The nodes `NVIDIA_MIG_CONFIG_DEVICES` / `NVIDIA_MIG_MONITOR_DEVICES` grant (reference §1.5):
+/// the `config` or `monitor` capability, and for config every MIG capability of the visible
+/// GPUs. Only for privileged containers, and only with full GPUs visible.
+fn mig_management_nodes<'a>(
+    request: &GpuRequest,
+    inventory: &'a HostInventory,
+    gpus: &[&Gpu],
+    migs: &[&MigDevice],
+) -> Result<Vec<&'a DeviceNode>> {
+    let mut nodes = Vec::new();
+    for (wanted, variable, name) in [
+        (request.mig_config, MIG_CONFIG_DEVICES, "mig/config"),
+        (request.mig_monitor, MIG_MONITOR_DEVICES, "mig/monitor"),
+    ] {
+        if !wanted {
+            continue;
+        }
+        if !request.privileged {
+            bail!(
+                "{variable} is allowed only in privileged containers (CAP_SYS_ADMIN in the \
+                 bounding set)"
+            );
+        }
+        if !migs.is_empty() {
+            bail!("{variable} needs full GPUs visible, not MIG devices");
+        }
+        let capability = inventory
+            .mig_capabilities
+            .iter()
+            .find(|c| c.capability == name)
+            .with_context(|| {
+                format!(
+                    "{variable}: the host has no MIG {name} capability (no MIG support in {})",
+                    inventory
+                        .roots
+                        .proc_root
+                        .join("proc/driver/nvidia-caps/mig-minors")
+                        .display()
+                )
+            })?;
+        nodes.push(capability_node(capability, variable)?);
+        if name == "mig/config" {
+            for gpu in gpus {
+                let prefix = format!("gpu{}/", gpu.device.minor);
+                nodes.extend(
+                    inventory
+                        .mig_capabilities
+                        .iter()
+                        .filter(|c| c.capability.starts_with(&prefix))
+                        .filter_map(|c| c.device.as_ref()),
+                );
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+/// The node of IMEX channel `channel`, which must exist on the host.
+fn imex_channel(inventory: &HostInventory, channel: u32) -> Result<&DeviceNode> {
+    if inventory.majors.caps_imex_channels.is_none() {
+        bail!(
+            "{IMEX_CHANNELS}: the host's {} lists no nvidia-caps-imex-channels (this driver \
+             has no IMEX support)",
+            inventory.roots.proc_root.join("proc/devices").display()
+        );
+    }
+    inventory
+        .imex_channels
+        .iter()
+        .find(|node| node.minor == channel)
+        .with_context(|| {
+            format!(
+                "{IMEX_CHANNELS}: IMEX channel {channel} has no node {} on the host \
+                 (gpu-youki never creates host device nodes: create it, e.g. with the driver's \
+                 NVreg_CreateImexChannel0 or nvidia-modprobe)",
+                inventory
+                    .roots
+                    .dev_root
+                    .join(format!("dev/nvidia-caps-imex-channels/channel{channel}"))
+                    .display()
+            )
+        })
+}
+
+/// The full GPUs and the MIG devices a request names, resolved against the inventory.
+fn select_devices<'a>(
+    visible: &VisibleDevices,
+    inventory: &'a HostInventory,
+) -> Result<(Vec<&'a Gpu>, Vec<&'a MigDevice>)> {
+    let gpus = &inventory.gpus;
     let selectors = match visible {
-        VisibleDevices::DriverOnly => return Ok(Vec::new()),
-        VisibleDevices::All => return Ok(gpus.iter().collect()),
+        VisibleDevices::DriverOnly => return Ok((Vec::new(), Vec::new())),
+        VisibleDevices::All => {
+            return Ok((
+                gpus.iter().collect(),
+                inventory.mig_devices.iter().collect(),
+            ))
+        }
         VisibleDevices::Selected(selectors) => selectors,
     };
     let mut selected: Vec<&Gpu> = Vec::new();
+    let mut migs: Vec<&MigDevice> = Vec::new();
+    let gpu_by_uuid = |uuid: &str| {
+        gpus.iter().find(|g| {
+            g.uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+        })
+    };
     for selector in selectors {
-        let gpu = match selector {
-            DeviceSelector::Index(index) => gpus.iter().find(|g| g.index == *index),
-            DeviceSelector::GpuUuid(uuid) => gpus.iter().find(|g| {
-                g.uuid
-                    .as_deref()
-                    .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
-            }),
-            DeviceSelector::PciBusId(bus) => gpus.iter().find(|g| g.pci == *bus),
-            DeviceSelector::MigIndex { .. } | DeviceSelector::MigUuid(_) => None,
-        };
-        let Some(gpu) = gpu else {
-            bail!(
+        let unknown = || {
+            anyhow::anyhow!(
                 "NVIDIA_VISIBLE_DEVICES: unknown device {} (this host has {})",
                 describe(selector),
-                host_summary(gpus)
-            );
+                host_summary(gpus, inventory.mig_devices.len())
+            )
         };
+        let gpu = match selector {
+            DeviceSelector::Index(index) => gpus.iter().find(|g| g.index == *index),
+            DeviceSelector::GpuUuid(uuid) => gpu_by_uuid(uuid),
+            DeviceSelector::PciBusId(bus) => gpus.iter().find(|g| g.pci == *bus),
+            DeviceSelector::MigIndex { gpu, mig } => {
+                let device = inventory
+                    .mig_devices
+                    .iter()
+                    .find(|m| m.gpu == *gpu && m.index == Some(*mig))
+                    .ok_or_else(unknown)?;
+                if !migs.contains(&device) {
+                    migs.push(device);
+                }
+                continue;
+            }
+            DeviceSelector::MigUuid(uuid) => {
+                let device = match legacy_mig_uuid(uuid) {
+                    Some((parent, gi, ci)) => gpu_by_uuid(parent).and_then(|parent| {
+                        inventory.mig_devices.iter().find(|m| {
+                            (m.gpu, m.gpu_instance, m.compute_instance) == (parent.index, gi, ci)
+                        })
+                    }),
+                    None => inventory.mig_devices.iter().find(|m| {
+                        m.uuid
+                            .as_deref()
+                            .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+                    }),
+                };
+                let device = device.ok_or_else(unknown)?;
+                if !migs.contains(&device) {
+                    migs.push(device);
+                }
+                continue;
+            }
+        };
+        let gpu = gpu.ok_or_else(unknown)?;
         if !selected.iter().any(|g| g.index == gpu.index) {
             selected.push(gpu);
         }
     }
-    Ok(selected)
+    Ok((selected, migs))
+}
+
+/// `MIG-GPU-<uuid>/<gi>/<ci>` (drivers before 470): the parent's `GPU-<uuid>` and the ids.
+fn legacy_mig_uuid(uuid: &str) -> Option<(&str, u32, u32)> {
+    let rest = uuid.strip_prefix("MIG-")?;
+    if !rest.starts_with("GPU-") {
+        return None;
+    }
+    let mut parts = rest.split('/');
+    let (parent, gi, ci) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((parent, gi.parse().ok()?, ci.parse().ok()?))
 }
 
 fn describe(selector: &DeviceSelector) -> String {
@@ -365,11 +621,16 @@ fn describe(selector: &DeviceSelector) -> String {
     }
 }
 
-fn host_summary(gpus: &[Gpu]) -> String {
+fn host_summary(gpus: &[Gpu], migs: usize) -> String {
+    let migs = match migs {
+        0 => "no MIG devices".to_string(),
+        1 => "1 MIG device".to_string(),
+        n => format!("{n} MIG devices"),
+    };
     match gpus.len() {
-        0 => "no GPUs".to_string(),
-        1 => "1 GPU, index 0, and no MIG devices".to_string(),
-        n => format!("{n} GPUs, indices 0-{}, and no MIG devices", n - 1),
+        0 => format!("no GPUs and {migs}"),
+        1 => format!("1 GPU, index 0, and {migs}"),
+        n => format!("{n} GPUs, indices 0-{}, and {migs}", n - 1),
     }
 }
 
@@ -377,7 +638,7 @@ fn host_summary(gpus: &[Gpu]) -> String {
 mod tests {
     use super::*;
     use crate::config::DriverConfig;
-    use crate::inventory::DriverFile;
+    use crate::inventory::{DriverFile, FeatureDevice};
 
     const VERSION: &str = "580.95.05";
 
@@ -418,7 +679,7 @@ mod tests {
     /// A host with `gpus` GPUs and one file of each interesting part.
     fn inventory(gpus: u32) -> HostInventory {
         let majors = crate::procfs::parse_device_majors(
-            "Character devices:\n195 nvidia\n510 nvidia-uvm\n\nBlock devices:\n",
+            "Character devices:\n195 nvidia\n508 nvidia-caps-imex-channels\n509 nvidia-caps\n510 nvidia-uvm\n\nBlock devices:\n",
         )
         .unwrap();
         HostInventory {
@@ -432,6 +693,18 @@ mod tests {
                     pci: format!("0000:{:02x}:00.0", 0x10 + i).parse().unwrap(),
                     model: Some("NVIDIA H100".to_string()),
                     device: node(&format!("nvidia{i}"), 195, i),
+                    drm: vec![
+                        DeviceNode {
+                            gid: 44,
+                            mode: 0o660,
+                            ..node(&format!("dri/card{}", i + 1), 226, i + 1)
+                        },
+                        DeviceNode {
+                            gid: 109,
+                            mode: 0o660,
+                            ..node(&format!("dri/renderD{}", 129 + i), 226, 129 + i)
+                        },
+                    ],
                 })
                 .collect(),
             majors,
@@ -467,7 +740,63 @@ mod tests {
             ],
             proc_dir: PathBuf::from("/host/proc/driver/nvidia"),
             mig_capabilities: Vec::new(),
+            mig_devices: Vec::new(),
+            imex_channels: vec![node("nvidia-caps-imex-channels/channel3", 508, 3)],
+            feature_devices: vec![
+                FeatureDevice {
+                    feature: DeviceFeature::Gds,
+                    device: node("nvidia-fs0", 240, 0),
+                },
+                FeatureDevice {
+                    feature: DeviceFeature::Gdrcopy,
+                    device: node("gdrdrv", 235, 0),
+                },
+            ],
         }
+    }
+
+    fn cap(capability: &str, minor: u32) -> MigCapabilityNode {
+        MigCapabilityNode {
+            capability: capability.to_string(),
+            device: Some(node(&format!("nvidia-caps/nvidia-cap{minor}"), 509, minor)),
+            minor,
+        }
+    }
+
+    /// [`inventory`] with GPU 0 in MIG mode: GPU instance 1 (compute instance 0) and GPU
+    /// instance 2 (compute instances 0 and 1), NVML listing GPU instance 2 first.
+    fn mig_inventory(gpus: u32) -> HostInventory {
+        let mut inv = inventory(gpus);
+        inv.mig_capabilities = vec![
+            cap("mig/config", 1),
+            cap("mig/monitor", 2),
+            cap("gpu0/mig/gi1/access", 12),
+            cap("gpu0/mig/gi1/ci0/access", 13),
+            cap("gpu0/mig/gi2/access", 21),
+            cap("gpu0/mig/gi2/ci0/access", 22),
+            cap("gpu0/mig/gi2/ci1/access", 23),
+            cap("gpu1/mig/gi1/access", 147),
+        ];
+        let find = |name: &str| {
+            inv.mig_capabilities
+                .iter()
+                .find(|c| c.capability == name)
+                .unwrap()
+                .clone()
+        };
+        inv.mig_devices = [(1, 0, 2), (2, 0, 0), (2, 1, 1)]
+            .into_iter()
+            .map(|(gi, ci, index)| MigDevice {
+                gpu: 0,
+                gpu_instance: gi,
+                compute_instance: ci,
+                gpu_instance_access: find(&format!("gpu0/mig/gi{gi}/access")),
+                compute_instance_access: find(&format!("gpu0/mig/gi{gi}/ci{ci}/access")),
+                index: Some(index),
+                uuid: Some(format!("MIG-00000000-0000-0000-0000-0000000000{gi}{ci}")),
+            })
+            .collect();
+        inv
     }
 
     fn debian() -> RootfsFacts {
@@ -694,5 +1023,206 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first.files, second.files);
+    }
+
+    #[test]
+    fn mig_devices_by_index_and_uuid_get_their_parent_and_capabilities() {
+        let inv = mig_inventory(2);
+        // 0:0 is NVML's first MIG device of GPU 0: GPU instance 2, compute instance 0.
+        let by_index = plan(&["NVIDIA_VISIBLE_DEVICES=0:0"], &inv, &debian())
+            .unwrap()
+            .unwrap();
+        assert!(by_index.gpus.is_empty());
+        assert_eq!(
+            device_names(&by_index),
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia0",
+                "/dev/nvidia-caps/nvidia-cap21",
+                "/dev/nvidia-caps/nvidia-cap22",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools"
+            ]
+        );
+        assert_eq!(by_index.proc_view.gpus, ["0000:10:00.0"]);
+        assert_eq!(
+            by_index.proc_view.capabilities,
+            ["gpu0/mig/gi2/access", "gpu0/mig/gi2/ci0/access"]
+        );
+        assert!(!by_index.proc_view.all_capabilities);
+        let by_uuid = plan(
+            &["NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000021"],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            by_uuid.proc_view.capabilities,
+            ["gpu0/mig/gi2/access", "gpu0/mig/gi2/ci1/access"]
+        );
+        let legacy = plan(
+            &["NVIDIA_VISIBLE_DEVICES=MIG-GPU-00000000-0000-0000-0000-000000000000/1/0"],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            legacy.proc_view.capabilities,
+            ["gpu0/mig/gi1/access", "gpu0/mig/gi1/ci0/access"]
+        );
+        // A full GPU and a MIG device of it: one parent node, one proc directory.
+        let both = plan(&["NVIDIA_VISIBLE_DEVICES=0,0:2"], &inv, &debian())
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.gpus, [0]);
+        assert_eq!(both.proc_view.gpus, ["0000:10:00.0"]);
+        assert_eq!(
+            device_names(&both)
+                .iter()
+                .filter(|d| *d == "/dev/nvidia0")
+                .count(),
+            1
+        );
+        let all = plan(&["NVIDIA_VISIBLE_DEVICES=all"], &inv, &debian())
+            .unwrap()
+            .unwrap();
+        assert_eq!((all.gpus.len(), all.mig_devices.len()), (2, 3));
+        let err = plan(&["NVIDIA_VISIBLE_DEVICES=0:3"], &inv, &debian())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "NVIDIA_VISIBLE_DEVICES: unknown device MIG device 0:3 (this host has 2 GPUs, indices 0-1, and 3 MIG devices)"
+        );
+    }
+
+    #[test]
+    fn mig_management_needs_privilege_and_full_gpus() {
+        let inv = mig_inventory(2);
+        let request = |env: &[&str], privileged: bool| {
+            let env: Vec<String> = env.iter().map(|e| e.to_string()).collect();
+            let mut request = GpuRequest::from_env(&env).unwrap().unwrap();
+            request.privileged = privileged;
+            GpuPlan::new(&request, &inv, &debian(), None)
+        };
+        let config = ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"];
+        let err = request(&config, false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "NVIDIA_MIG_CONFIG_DEVICES is allowed only in privileged containers (CAP_SYS_ADMIN in the bounding set)"
+        );
+        let plan = request(&config, true).unwrap().unwrap();
+        let names = device_names(&plan);
+        for minor in [1, 12, 13, 21, 22, 23] {
+            let node = format!("/dev/nvidia-caps/nvidia-cap{minor}");
+            assert!(names.contains(&node), "{node} in {names:?}");
+        }
+        assert!(!names.contains(&"/dev/nvidia-caps/nvidia-cap147".to_string()));
+        assert!(plan.proc_view.all_capabilities);
+        let monitor = request(
+            &["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=all"],
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        let names = device_names(&monitor);
+        assert!(names.contains(&"/dev/nvidia-caps/nvidia-cap2".to_string()));
+        assert!(!names.iter().any(|n| n.ends_with("nvidia-cap1")));
+        let err = request(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0:0",
+                "NVIDIA_MIG_MONITOR_DEVICES=all",
+            ],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "NVIDIA_MIG_MONITOR_DEVICES needs full GPUs visible, not MIG devices"
+        );
+    }
+
+    #[test]
+    fn imex_channels_and_gated_families_need_their_nodes_and_a_gpu() {
+        let inv = inventory(1);
+        let plan_of = |env: &[&str]| plan(env, &inv, &debian());
+        let with = plan_of(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_IMEX_CHANNELS=3",
+            "NVIDIA_GDS=enabled",
+            "NVIDIA_GDRCOPY=enabled",
+            "NVIDIA_MOFED=enabled",
+        ])
+        .unwrap()
+        .unwrap();
+        let names = device_names(&with);
+        for node in [
+            "/dev/nvidia-caps-imex-channels/channel3",
+            "/dev/nvidia-fs0",
+            "/dev/gdrdrv",
+        ] {
+            assert!(names.contains(&node.to_string()), "{node} in {names:?}");
+        }
+        let err = plan_of(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=4"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("NVIDIA_IMEX_CHANNELS: IMEX channel 4 has no node /dev/nvidia-caps-imex-channels/channel4 on the host"),
+            "{err}"
+        );
+        // Gated families only come with a GPU.
+        let none = plan_of(&["NVIDIA_VISIBLE_DEVICES=none", "NVIDIA_GDS=enabled"])
+            .unwrap()
+            .unwrap();
+        assert!(!device_names(&none).iter().any(|n| n.contains("nvidia-fs")));
+    }
+
+    #[test]
+    fn graphics_gets_drm_nodes_and_their_groups() {
+        let inv = inventory(2);
+        let graphics = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=1",
+                "NVIDIA_DRIVER_CAPABILITIES=graphics",
+            ],
+            &inv,
+            &debian(),
+        )
+        .unwrap()
+        .unwrap();
+        let names = device_names(&graphics);
+        assert!(names.contains(&"/dev/dri/card2".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"/dev/dri/renderD130".to_string()),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"/dev/dri/card1".to_string()), "{names:?}");
+        assert_eq!(graphics.additional_gids, [44, 109]);
+        let links: Vec<(String, String)> = graphics
+            .device_links
+            .iter()
+            .map(|l| (l.path.display().to_string(), l.target.display().to_string()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                (
+                    "/dev/dri/by-path/pci-0000:11:00.0-card".to_string(),
+                    "../card2".to_string()
+                ),
+                (
+                    "/dev/dri/by-path/pci-0000:11:00.0-render".to_string(),
+                    "../renderD130".to_string()
+                )
+            ]
+        );
+        let compute = plan(&["NVIDIA_VISIBLE_DEVICES=1"], &inv, &debian())
+            .unwrap()
+            .unwrap();
+        assert!(!device_names(&compute).iter().any(|n| n.contains("dri")));
+        assert!(compute.additional_gids.is_empty());
     }
 }

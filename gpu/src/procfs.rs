@@ -326,6 +326,18 @@ pub fn parse_mig_minors(content: &str) -> Result<MigMinors> {
     Ok(MigMinors(minors))
 }
 
+/// Parses a capability's `access` file under `/proc/driver/nvidia/capabilities` (e.g.
+/// `gpu0/mig/gi1/access`): its `DeviceFileMinor`, the minor of its
+/// `/dev/nvidia-caps/nvidia-cap<minor>` node.
+pub fn parse_capability_access(content: &str) -> Result<u32> {
+    let (_, minor) = key_values(content)
+        .find(|(key, _)| *key == "DeviceFileMinor")
+        .context("no DeviceFileMinor line")?;
+    minor
+        .parse()
+        .with_context(|| format!("DeviceFileMinor {minor:?} is not a number"))
+}
+
 /// The `params` content a container should see: with `ModifyDeviceFiles` turned off, so NVML
 /// inside the container never creates or chmods `/dev/nvidia*` nodes (which could expose GPUs
 /// it was not given). `None` when the host's file already has it off or does not mention it,
@@ -762,5 +774,13 @@ ExcludedGpus: \"\"
             err.to_string().contains("\"ModifyDeviceFiles: yes\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reads_capability_access_files() {
+        let text = "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 1\n";
+        assert_eq!(parse_capability_access(text).unwrap(), 21);
+        assert!(parse_capability_access("DeviceFileMode: 292\n").is_err());
+        assert!(parse_capability_access("DeviceFileMinor: x\n").is_err());
     }
 }

@@ -38,6 +38,14 @@ pub const REQUIRE_CUDA: &str = "NVIDIA_REQUIRE_CUDA";
 pub const REQUIRE_JETPACK: &str = "NVIDIA_REQUIRE_JETPACK";
 /// Set by CUDA images; marks legacy images and implies a `cuda>=MAJOR.MINOR` requirement.
 pub const CUDA_VERSION: &str = "CUDA_VERSION";
+/// IMEX channels, a comma list of channel numbers (reference §1.6).
+pub const IMEX_CHANNELS: &str = "NVIDIA_IMEX_CHANNELS";
+/// MIG management: `all` gives the MIG `config` capability of the visible GPUs (§1.5).
+pub const MIG_CONFIG_DEVICES: &str = "NVIDIA_MIG_CONFIG_DEVICES";
+/// MIG monitoring: `all` gives the MIG `monitor` capability (§1.5).
+pub const MIG_MONITOR_DEVICES: &str = "NVIDIA_MIG_MONITOR_DEVICES";
+/// The largest IMEX channel number (the driver has 2^20 channels).
+pub const MAX_IMEX_CHANNEL: u32 = (1 << 20) - 1;
 
 /// Longest part of a variable's value quoted in an error message, so that a huge value cannot
 /// flood logs.
@@ -75,6 +83,93 @@ pub struct GpuRequest {
     pub requirements: Vec<Requirement>,
     /// `NVIDIA_DISABLE_REQUIRE` was true, so requirements were not even parsed.
     pub requirements_disabled: bool,
+    /// IMEX channels asked for, ascending (`NVIDIA_IMEX_CHANNELS`, or `imex/<n>` volume
+    /// mounts put there by the caller).
+    pub imex_channels: Vec<u32>,
+    /// `NVIDIA_MIG_CONFIG_DEVICES=all`: create and destroy MIG instances of the visible GPUs.
+    pub mig_config: bool,
+    /// `NVIDIA_MIG_MONITOR_DEVICES=all`: observe all MIG instances.
+    pub mig_monitor: bool,
+    /// Device families turned on with `NVIDIA_<FAMILY>=enabled` (reference §1.7).
+    pub features: Vec<DeviceFeature>,
+    /// The container is privileged (see [`crate::privilege`]); never read from the
+    /// environment, set by the caller that has the spec. MIG management needs it.
+    pub privileged: bool,
+}
+
+/// A device family beyond the GPUs that a container turns on with `NVIDIA_<FAMILY>=enabled`
+/// (the value exactly `enabled`; anything else leaves it off, as in the toolkit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceFeature {
+    /// GPUDirect Storage: `/dev/nvidia-fs*`, with `/run/udev` and `/etc/cufile.json`.
+    Gds,
+    /// Mellanox OFED: `/dev/infiniband/uverbs*` and `/dev/infiniband/rdma_cm`.
+    Mofed,
+    /// NVSwitch: `/dev/nvidia-nvswitchctl` and `/dev/nvidia-nvswitch*`.
+    Nvswitch,
+    /// GDRCopy: `/dev/gdrdrv`.
+    Gdrcopy,
+}
+
+impl DeviceFeature {
+    /// Every family, in the order their devices are added.
+    pub const ALL: [DeviceFeature; 4] = [
+        DeviceFeature::Gds,
+        DeviceFeature::Mofed,
+        DeviceFeature::Nvswitch,
+        DeviceFeature::Gdrcopy,
+    ];
+
+    /// The variable that turns the family on.
+    pub fn variable(self) -> &'static str {
+        match self {
+            DeviceFeature::Gds => "NVIDIA_GDS",
+            DeviceFeature::Mofed => "NVIDIA_MOFED",
+            DeviceFeature::Nvswitch => "NVIDIA_NVSWITCH",
+            DeviceFeature::Gdrcopy => "NVIDIA_GDRCOPY",
+        }
+    }
+}
+
+/// Parses `NVIDIA_IMEX_CHANNELS`: channel numbers, ascending and without duplicates. `all` is
+/// dropped (no channels), as the toolkit drops it from the environment: only a device plugin
+/// may hand out every channel.
+pub fn parse_imex_channels(value: &str) -> Result<Vec<u32>> {
+    let mut channels = Vec::new();
+    for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if token == "all" {
+            return Ok(Vec::new());
+        }
+        let channel = token
+            .parse::<u32>()
+            .ok()
+            .filter(|c| *c <= MAX_IMEX_CHANNEL)
+            .ok_or_else(|| {
+                anyhow!(
+                    "IMEX channel {} is not a number from 0 to {MAX_IMEX_CHANNEL}",
+                    quoted(token)
+                )
+            })?;
+        channels.push(channel);
+    }
+    channels.sort_unstable();
+    channels.dedup();
+    Ok(channels)
+}
+
+/// Parses a MIG management variable: unset or empty is off, `all` is on, anything else is an
+/// error (the toolkit supports only `all`).
+fn parse_mig_management(variable: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("") => Ok(false),
+        Some("all") => Ok(true),
+        Some(other) => Err(value_error(
+            variable,
+            other,
+            &anyhow!("only \"all\" is supported"),
+        )),
+    }
 }
 
 /// The GPUs named by `NVIDIA_VISIBLE_DEVICES`.
@@ -946,8 +1041,16 @@ impl<'a> RequestEnv<'a> {
             let Some((key, value)) = item.split_once('=') else {
                 continue;
             };
-            let is_request_variable = [VISIBLE_DEVICES, DRIVER_CAPABILITIES, DISABLE_REQUIRE]
-                .contains(&key)
+            let is_request_variable = [
+                VISIBLE_DEVICES,
+                DRIVER_CAPABILITIES,
+                DISABLE_REQUIRE,
+                IMEX_CHANNELS,
+                MIG_CONFIG_DEVICES,
+                MIG_MONITOR_DEVICES,
+            ]
+            .contains(&key)
+                || DeviceFeature::ALL.iter().any(|f| f.variable() == key)
                 || key.starts_with(REQUIRE_PREFIX)
                 || key == CUDA_VERSION;
             if !is_request_variable {
@@ -1021,12 +1124,25 @@ impl GpuRequest {
                 requirements.push(implied_cuda_requirement(cuda_version)?);
             }
         }
+        let imex_channels = match env.get(IMEX_CHANNELS) {
+            None => Vec::new(),
+            Some(value) => parse_imex_channels(value)
+                .map_err(|problem| value_error(IMEX_CHANNELS, value, &problem))?,
+        };
         Ok(Some(GpuRequest {
             devices,
             cdi_devices,
             capabilities,
             requirements,
             requirements_disabled,
+            imex_channels,
+            mig_config: parse_mig_management(MIG_CONFIG_DEVICES, env.get(MIG_CONFIG_DEVICES))?,
+            mig_monitor: parse_mig_management(MIG_MONITOR_DEVICES, env.get(MIG_MONITOR_DEVICES))?,
+            features: DeviceFeature::ALL
+                .into_iter()
+                .filter(|f| env.get(f.variable()) == Some("enabled"))
+                .collect(),
+            privileged: false,
         }))
     }
 
@@ -1035,6 +1151,20 @@ impl GpuRequest {
         self.requirements
             .iter()
             .try_for_each(|requirement| requirement.check(host))
+    }
+
+    /// Whether resolving the devices needs the MIG devices' NVML identities (their index on
+    /// the parent GPU, their UUID): `GPU:MIG` and `MIG-<uuid>` do; the pre-470
+    /// `MIG-GPU-<uuid>/<gi>/<ci>` names the instances itself.
+    pub fn needs_mig_identities(&self) -> bool {
+        let Some(VisibleDevices::Selected(selectors)) = &self.devices else {
+            return false;
+        };
+        selectors.iter().any(|selector| match selector {
+            DeviceSelector::MigIndex { .. } => true,
+            DeviceSelector::MigUuid(uuid) => !uuid.starts_with("MIG-GPU-"),
+            _ => false,
+        })
     }
 
     /// The host facts [`GpuRequest::check_requirements`] will look at.
@@ -1668,5 +1798,43 @@ mod tests {
         let json = serde_json::to_value(&legacy).unwrap();
         assert_eq!(json["devices"], "all");
         assert_eq!(json["requirements"][0]["variable"], "CUDA_VERSION");
+    }
+
+    #[test]
+    fn imex_channels_mig_management_and_device_features() {
+        let got = request(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_IMEX_CHANNELS= 3,0,3 ,",
+            "NVIDIA_MIG_MONITOR_DEVICES=all",
+            "NVIDIA_GDS=enabled",
+            "NVIDIA_MOFED=true",
+            "NVIDIA_GDRCOPY=enabled",
+        ])
+        .unwrap();
+        assert_eq!(got.imex_channels, [0, 3]);
+        assert!(got.mig_monitor && !got.mig_config && !got.privileged);
+        assert_eq!(got.features, [DeviceFeature::Gds, DeviceFeature::Gdrcopy]);
+        let all = request(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=1,all"]).unwrap();
+        assert!(
+            all.imex_channels.is_empty(),
+            "all from the environment is dropped"
+        );
+        assert_eq!(
+            parse_imex_channels(&MAX_IMEX_CHANNEL.to_string()).unwrap(),
+            [MAX_IMEX_CHANNEL]
+        );
+        assert_eq!(
+            error(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=1048576"]),
+            "NVIDIA_IMEX_CHANNELS=\"1048576\": IMEX channel \"1048576\" is not a number from 0 to 1048575"
+        );
+        assert_eq!(
+            error(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=0"]),
+            "NVIDIA_MIG_CONFIG_DEVICES=\"0\": only \"all\" is supported"
+        );
+        // On their own they make no request.
+        assert_eq!(
+            request(&["NVIDIA_IMEX_CHANNELS=0", "NVIDIA_GDS=enabled"]),
+            None
+        );
     }
 }

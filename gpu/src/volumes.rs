@@ -18,22 +18,11 @@ pub fn mentions_device_list<'a>(destinations: impl IntoIterator<Item = &'a Path>
 
 /// The device list the mounts carry, as a `NVIDIA_VISIBLE_DEVICES` value, or `None` when there
 /// is none. Only `/dev/null` sources count; `cdi/<vendor>/<class>/<name>` and
-/// `cdi/<vendor>/<class>=<name>` become CDI names; `imex/<channel>` entries are left to the
-/// IMEX stage; duplicates are dropped.
+/// `cdi/<vendor>/<class>=<name>` become CDI names; `imex/<channel>` entries are read by
+/// [`imex_channels`]; duplicates are dropped.
 pub fn device_list<'a>(mounts: impl IntoIterator<Item = (&'a Path, &'a Path)>) -> Option<String> {
     let mut ids: Vec<String> = Vec::new();
-    for (source, destination) in mounts {
-        if source != Path::new("/dev/null") {
-            continue;
-        }
-        let destination = clean(destination);
-        let Ok(rest) = destination.strip_prefix(VOLUME_LIST_DIR) else {
-            continue;
-        };
-        let parts: Vec<String> = rest
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
+    for parts in list_entries(mounts) {
         let id = match parts.as_slice() {
             [id] => id.clone(),
             [cdi, vendor, class_and_name] if cdi == "cdi" && class_and_name.contains('=') => {
@@ -47,6 +36,39 @@ pub fn device_list<'a>(mounts: impl IntoIterator<Item = (&'a Path, &'a Path)>) -
         }
     }
     (!ids.is_empty()).then(|| ids.join(","))
+}
+
+/// The IMEX channels the mounts carry (`imex/<channel>` entries), as a
+/// `NVIDIA_IMEX_CHANNELS` value, or `None` when there are none.
+pub fn imex_channels<'a>(mounts: impl IntoIterator<Item = (&'a Path, &'a Path)>) -> Option<String> {
+    let mut channels: Vec<String> = Vec::new();
+    for parts in list_entries(mounts) {
+        if let [imex, channel] = parts.as_slice() {
+            if imex == "imex" && !channels.contains(channel) {
+                channels.push(channel.clone());
+            }
+        }
+    }
+    (!channels.is_empty()).then(|| channels.join(","))
+}
+
+/// The path components below [`VOLUME_LIST_DIR`] of each `/dev/null` mount there.
+fn list_entries<'a>(mounts: impl IntoIterator<Item = (&'a Path, &'a Path)>) -> Vec<Vec<String>> {
+    mounts
+        .into_iter()
+        .filter_map(|(source, destination)| {
+            if source != Path::new("/dev/null") {
+                return None;
+            }
+            let destination = clean(destination);
+            let rest = destination.strip_prefix(VOLUME_LIST_DIR).ok()?;
+            Some(
+                rest.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// The path with `.` and `..` resolved lexically, as the toolkit cleans destinations.
@@ -100,12 +122,18 @@ mod tests {
         assert!(mentions_device_list(
             mounts.iter().map(|(_, d)| Path::new(*d))
         ));
+        let imex = imex_channels(mounts.iter().map(|(s, d)| (Path::new(*s), Path::new(*d))));
+        assert_eq!(imex.as_deref(), Some("3"));
     }
 
     #[test]
     fn no_list_without_dev_null_mounts() {
         assert_eq!(list(&[("/dev/null", "/etc/foo")]), None);
         assert_eq!(list(&[]), None);
+        assert_eq!(
+            imex_channels([(Path::new("/dev/null"), Path::new("/etc/imex/1"))]),
+            None
+        );
         assert!(!mentions_device_list([Path::new("/proc")]));
     }
 }

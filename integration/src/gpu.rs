@@ -40,11 +40,17 @@ pub struct FakeDriver {
 
 impl FakeDriver {
     fn build(gpus: u32) -> FakeDriver {
-        let root = workspace_root().join(format!(".work/fake-{gpus}"));
-        run_script(
-            "scripts/fake-driver",
-            &["--gpus", &gpus.to_string(), root.to_str().unwrap()],
-        );
+        Self::build_named(&format!("fake-{gpus}"), gpus, &[])
+    }
+
+    /// `.work/<name>`, built by `scripts/fake-driver --gpus <gpus> <options…>`.
+    fn build_named(name: &str, gpus: u32, options: &[&str]) -> FakeDriver {
+        let root = workspace_root().join(".work").join(name);
+        let gpus_text = gpus.to_string();
+        let mut args = vec!["--gpus", gpus_text.as_str()];
+        args.extend(options);
+        args.push(root.to_str().unwrap());
+        run_script("scripts/fake-driver", &args);
         let manifest_path = root.join("manifest.json");
         let manifest: Value = serde_json::from_slice(
             &fs::read(&manifest_path)
@@ -101,6 +107,18 @@ pub struct Fixtures {
     pub fake8: FakeDriver,
     /// The glibc test rootfs (copied into each bundle, never used in place).
     pub rootfs: PathBuf,
+}
+
+/// The fake driver with every device family (`.work/fake-devices`): 2 GPUs, GPU 0 in MIG mode
+/// with three MIG devices, IMEX channels 0, 1 and 3, the GDS, MOFED, NVSwitch and GDRCopy
+/// nodes, and DRM nodes (`scripts/fake-driver --mig 0 --extra-devices`). Built once per test
+/// process, after [`fixtures`].
+pub fn fake_devices() -> &'static FakeDriver {
+    static DRIVER: OnceLock<FakeDriver> = OnceLock::new();
+    DRIVER.get_or_init(|| {
+        fixtures();
+        FakeDriver::build_named("fake-devices", 2, &["--mig", "0", "--extra-devices"])
+    })
 }
 
 /// Builds (or finds up to date) the fixtures; panics with the fix if a prerequisite is missing.
@@ -173,6 +191,13 @@ impl GpuRuntime {
     /// Runs a subcommand; stdout and stderr go through files (see [`Runtime::run`]).
     pub fn run(&self, args: &[&str]) -> Output {
         self.rt.run(args)
+    }
+
+    /// Runs a bundle in the foreground (`run`): its exit status and what it printed.
+    pub fn run_bundle(&self, bundle: &Bundle) -> (Output, Report) {
+        let output = self.run(&["run", "-b", bundle.path(), &unique("gpu")]);
+        let report = Report::parse(&output.stdout);
+        (output, report)
     }
 
     /// Runs a subcommand that must succeed; returns its stdout.

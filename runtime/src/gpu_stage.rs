@@ -15,7 +15,7 @@ use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
 use gpu::privilege::is_privileged;
-use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
+use gpu::request::{GpuRequest, Version, IMEX_CHANNELS, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
@@ -51,48 +51,72 @@ fn env_of(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The request: the process environment, with the device list of `/dev/null` volume mounts
-/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those. An
-/// unprivileged container's own device list is void when the configuration ignores it.
+/// The request: the process environment, with the device list and IMEX channels of
+/// `/dev/null` volume mounts taking the place of `NVIDIA_VISIBLE_DEVICES` and
+/// `NVIDIA_IMEX_CHANNELS` when the configuration accepts those; marked privileged or not. An
+/// unprivileged container's own lists are dropped when the configuration ignores them.
 pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
-    if config.request.unprivileged_env == UnprivilegedEnv::Ignore && !is_privileged(spec) {
-        ignore_device_list(&mut env);
+    let privileged = is_privileged(spec);
+    if config.request.unprivileged_env == UnprivilegedEnv::Ignore && !privileged {
+        ignore_device_lists(&mut env);
     }
     if config.request.volume_mounts {
-        let mounts = spec.mounts().iter().flatten().filter_map(|m| {
-            m.source()
-                .as_deref()
-                .map(|source| (source, m.destination().as_path()))
-        });
-        if let Some(list) = volumes::device_list(mounts) {
-            let key = format!("{VISIBLE_DEVICES}=");
-            env.retain(|e| !e.starts_with(&key));
-            env.push(format!("{key}{list}"));
+        let mounts: Vec<(&Path, &Path)> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                m.source()
+                    .as_deref()
+                    .map(|source| (source, m.destination().as_path()))
+            })
+            .collect();
+        for (variable, list) in [
+            (
+                VISIBLE_DEVICES,
+                volumes::device_list(mounts.iter().copied()),
+            ),
+            (
+                IMEX_CHANNELS,
+                volumes::imex_channels(mounts.iter().copied()),
+            ),
+        ] {
+            if let Some(list) = list {
+                let key = format!("{variable}=");
+                env.retain(|e| !e.starts_with(&key));
+                env.push(format!("{key}{list}"));
+            }
         }
     }
-    GpuRequest::from_env(&env)
+    let mut request = GpuRequest::from_env(&env)?;
+    if let Some(request) = request.as_mut() {
+        request.privileged = privileged;
+    }
+    Ok(request)
 }
 
-/// Makes the environment's device list void (`void` also stops a legacy CUDA image from
-/// meaning all GPUs), with a warning when it asked for devices.
-fn ignore_device_list(env: &mut Vec<String>) {
-    let key = format!("{VISIBLE_DEVICES}=");
-    let asked: Vec<String> = env
-        .iter()
-        .filter_map(|e| e.strip_prefix(&key))
-        .filter(|value| !value.is_empty() && *value != "void")
-        .map(str::to_string)
-        .collect();
-    if !asked.is_empty() {
-        tracing::warn!(
-            "ignoring {VISIBLE_DEVICES}={} of an unprivileged container \
-             ([request] unprivileged-env = \"ignore\")",
-            asked.join(",")
-        );
+/// Drops the environment's device lists: `NVIDIA_VISIBLE_DEVICES` becomes `void` (which also
+/// stops a legacy CUDA image from meaning all GPUs) and `NVIDIA_IMEX_CHANNELS` goes, with a
+/// warning for each that asked for something.
+fn ignore_device_lists(env: &mut Vec<String>) {
+    for variable in [VISIBLE_DEVICES, IMEX_CHANNELS] {
+        let key = format!("{variable}=");
+        let asked: Vec<&str> = env
+            .iter()
+            .filter_map(|e| e.strip_prefix(&key))
+            .filter(|value| !value.is_empty() && *value != "void")
+            .collect();
+        if !asked.is_empty() {
+            tracing::warn!(
+                "ignoring {variable}={} of an unprivileged container \
+                 ([request] unprivileged-env = \"ignore\")",
+                asked.join(",")
+            );
+        }
+        env.retain(|e| !e.starts_with(&key));
     }
-    env.retain(|e| !e.starts_with(&key));
-    env.push(format!("{key}void"));
+    env.push(format!("{VISIBLE_DEVICES}=void"));
 }
 
 /// The container's rootfs directory: `root.path`, relative to the bundle unless absolute.
@@ -120,7 +144,34 @@ pub fn plan_for(
         .cuda
         .then(|| cuda_version(inventory))
         .flatten();
+    let identified;
+    let inventory = if request.needs_mig_identities() {
+        let mut copy = inventory.clone();
+        identify_mig_devices(&mut copy)?;
+        identified = copy;
+        &identified
+    } else {
+        inventory
+    };
     Ok(GpuPlan::new(&request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
+}
+
+/// Asks the host's NVML (in process) for the MIG devices' indices and UUIDs; a no-op on a
+/// host without MIG devices.
+pub fn identify_mig_devices(inventory: &mut HostInventory) -> Result<()> {
+    if inventory.mig_devices.is_empty() {
+        return Ok(());
+    }
+    let libnvml = inventory
+        .files_of(DriverPart::UtilityLibrary)
+        .find(|f| f.name.starts_with("libnvidia-ml.so."))
+        .context(
+            "MIG devices named by index or UUID need NVML, but the driver has no libnvidia-ml",
+        )?;
+    let identities = gpu::driver::nvml_mig_identities(&libnvml.host_path)
+        .context("cannot ask NVML for the MIG devices' indices and UUIDs")?;
+    inventory.identify_mig_devices(&identities);
+    Ok(())
 }
 
 /// The driver's CUDA version through libcuda, `None` (unknown: requirements fail closed) when

@@ -19,7 +19,9 @@ struct fake_gpu {
 
 /* GPUs of /proc/driver/nvidia/gpus/<busid>/information, sorted by bus id; returns the count. */
 HIDDEN int fake_read_gpus(struct fake_gpu *gpus, int max);
-/* 1 when path (followed) is a character device. */
+/* `path` (absolute) inside the driver tree the library was loaded from, written to buf. */
+HIDDEN const char *fake_path(char *buf, size_t len, const char *path);
+/* 1 when path (followed, inside the tree) is a character device. */
 HIDDEN int fake_is_char_device(const char *path);
 /* Number of /dev/nvidia<digits> character devices. */
 HIDDEN int fake_count_gpu_nodes(void);

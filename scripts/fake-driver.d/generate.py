@@ -2,8 +2,9 @@
 /proc/driver/nvidia, /proc/devices, /dev nodes, GSP firmware, the persistenced socket,
 config.toml and manifest.json. Must run as root (mknod).
 
-usage: generate.py TREE ROOT GPUS VERSION CUDA_VERSION SCRIPT_VERSION
+usage: generate.py TREE ROOT GPUS VERSION CUDA_VERSION SCRIPT_VERSION MIG EXTRA
   TREE  the directory being built; ROOT  the path it will have once renamed into place
+  MIG   comma list of GPU indices in MIG mode, or -; EXTRA  yes to add the other devices
 """
 import hashlib
 import json
@@ -15,6 +16,20 @@ import sys
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 MODEL = "NVIDIA H100 80GB HBM3"
 MAJORS = {"nvidia": 195, "nvidia-uvm": 510, "nvidia-caps": 509, "nvidia-caps-imex-channels": 508}
+# Instances of a GPU in MIG mode: GPU instance id -> compute instance ids.
+MIG_INSTANCES = {1: [0], 2: [0, 1]}
+IMEX_CHANNELS = [0, 1, 3]  # channel 2 is missing, for the error path
+VIDEO_GID, RENDER_GID = 44, 109
+# The feature-gated families' nodes (path, major, minor) and GDS's files.
+FEATURE_DEVICES = {
+    "gds": [("/dev/nvidia-fs0", 241, 0), ("/dev/nvidia-fs1", 241, 1)],
+    "mofed": [("/dev/infiniband/uverbs0", 231, 192), ("/dev/infiniband/rdma_cm", 10, 58)],
+    "nvswitch": [("/dev/nvidia-nvswitchctl", 507, 255), ("/dev/nvidia-nvswitch0", 507, 0),
+                 ("/dev/nvidia-nvswitch1", 507, 1)],
+    "gdrcopy": [("/dev/gdrdrv", 234, 0)],
+}
+CUFILE = '{ "logging": { "level": "ERROR" }, "properties": { "use_compat_mode": true } }\n'
+
 FIRMWARE = ["gsp_ga10x.bin", "gsp_tu10x.bin"]
 SOCKET = "/run/nvidia-persistenced/socket"
 
@@ -148,6 +163,94 @@ def information(g, version):
             f"GPU Excluded:\t No\n")
 
 
+def mig_minor(gpu_minor, gi, ci=None):
+    """The driver's numbering in mig-minors: config 1, monitor 2, then per GPU minor 15 GPU
+    instances of 1 + 8 entries each."""
+    base = 3 + gpu_minor * 135 + gi * 9
+    return base if ci is None else base + 1 + ci
+
+
+def mig_devices(g):
+    """A MIG GPU's devices in the fake NVML's index order (GPU instance descending)."""
+    out = []
+    for gi in sorted(MIG_INSTANCES, reverse=True):
+        for ci in MIG_INSTANCES[gi]:
+            out.append({"gpu": g["index"], "gi": gi, "ci": ci, "index": len(out),
+                        "uuid": f"MIG-{g['uuid'][4:36]}{gi:02x}{ci:02x}",
+                        "gi_minor": mig_minor(g["minor"], gi),
+                        "ci_minor": mig_minor(g["minor"], gi, ci)})
+    return out
+
+
+def access(minor):
+    return f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"
+
+
+def mknod(tree, path, major, minor, mode=0o666, gid=0):
+    os.makedirs(os.path.dirname(tree + path), exist_ok=True)
+    os.mknod(tree + path, mode | stat.S_IFCHR, os.makedev(major, minor))
+    os.chmod(tree + path, mode)  # mknod's mode is masked by the umask
+    os.chown(tree + path, 0, gid)
+
+
+def write_mig(tree, gpus, mig_gpus):
+    """mig-minors for every GPU, capability files and nodes for the MIG GPUs' instances."""
+    caps = "/proc/driver/nvidia/capabilities"
+    lines = ["config 1", "monitor 2"]
+    for g in gpus:
+        for gi in range(15):
+            lines.append(f"gpu{g['minor']}/gi{gi}/access {mig_minor(g['minor'], gi)}")
+            lines += [f"gpu{g['minor']}/gi{gi}/ci{ci}/access {mig_minor(g['minor'], gi, ci)}"
+                      for ci in range(8)]
+    write(tree, "/proc/driver/nvidia-caps/mig-minors", "\n".join(lines) + "\n", 0o444)
+    write(tree, f"{caps}/mig/config", access(1), 0o444)
+    write(tree, f"{caps}/mig/monitor", access(2), 0o444)
+    minors = [1, 2]
+    devices = []
+    for g in gpus:
+        if g["index"] not in mig_gpus:
+            continue
+        for m in mig_devices(g):
+            gi_dir = f"{caps}/gpu{g['minor']}/mig/gi{m['gi']}"
+            write(tree, f"{gi_dir}/access", access(m["gi_minor"]), 0o444)
+            write(tree, f"{gi_dir}/ci{m['ci']}/access", access(m["ci_minor"]), 0o444)
+            minors += [m["gi_minor"], m["ci_minor"]]
+            devices.append(m)
+    for minor in sorted(set(minors)):
+        mknod(tree, f"/dev/nvidia-caps/nvidia-cap{minor}", MAJORS["nvidia-caps"], minor, 0o444)
+    return devices
+
+
+def write_extra_devices(tree, gpus):
+    """IMEX channels, the feature-gated families, GDS's files and DRM nodes with by-path
+    links; returns their manifest entries."""
+    imex = []
+    for channel in IMEX_CHANNELS:
+        path = f"/dev/nvidia-caps-imex-channels/channel{channel}"
+        mknod(tree, path, MAJORS["nvidia-caps-imex-channels"], channel)
+        imex.append(path)
+    features = {}
+    for feature, nodes in FEATURE_DEVICES.items():
+        for path, major, minor in nodes:
+            mknod(tree, path, major, minor)
+        features[feature] = [path for path, _, _ in nodes]
+    write(tree, "/etc/cufile.json", CUFILE)
+    write(tree, "/run/udev/data/c226:1", "E:ID_FOR_SEAT=drm-pci-0000_10_00_0\n")
+    drm = []
+    for g in gpus:
+        card, render = g["minor"] + 1, 129 + g["minor"]
+        entries = [("card", f"card{card}", card, VIDEO_GID),
+                   ("render", f"renderD{render}", render, RENDER_GID)]
+        for kind, name, minor, gid in entries:
+            mknod(tree, f"/dev/dri/{name}", 226, minor, 0o660, gid)
+            link = f"/dev/dri/by-path/pci-{g['bus_id']}-{kind}"
+            os.makedirs(os.path.dirname(tree + link), exist_ok=True)
+            os.symlink(f"../{name}", tree + link)
+            drm.append({"gpu": g["index"], "path": f"/dev/dri/{name}", "gid": gid})
+    return {"imex_channels": imex, "feature_devices": features, "drm": drm,
+            "gds_files": ["/etc/cufile.json", "/run/udev"]}
+
+
 def libraries_and_binaries(version):
     table = os.path.join(os.path.dirname(os.path.abspath(__file__)), "driver-files")
     libs, bins = [], []
@@ -172,8 +275,9 @@ def libraries_and_binaries(version):
 
 
 def main():
-    tree, root, gpus, version, cuda, script_version = sys.argv[1:]
+    tree, root, gpus, version, cuda, script_version, mig, extra = sys.argv[1:]
     gpus = [gpu(i) for i in range(int(gpus))]
+    mig_gpus = [] if mig == "-" else [int(i) for i in mig.split(",")]
     proc = "/proc/driver/nvidia"
     write(tree, f"{proc}/version",
           f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {version}  Tue Sep 23 09:29:43 UTC 2025\n"
@@ -190,8 +294,9 @@ def main():
         ("/dev/nvidia-uvm", uvm, 0), ("/dev/nvidia-uvm-tools", uvm, 1)]
     os.makedirs(tree + "/dev", exist_ok=True)
     for path, major, minor in devices:
-        os.mknod(tree + path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(tree + path, 0o666)  # mknod's mode is masked by the umask
+        mknod(tree, path, major, minor)
+    migs = write_mig(tree, gpus, mig_gpus) if mig_gpus else []
+    extras = write_extra_devices(tree, gpus) if extra == "yes" else {}
 
     firmware = []
     for name in FIRMWARE:
@@ -232,6 +337,9 @@ def main():
         "ipc": [SOCKET],
         "ld_cache": "/etc/ld.so.cache",
         "config": "/config.toml",
+        "mig_gpus": mig_gpus,
+        "mig_devices": migs,
+        **extras,
     }
     write(tree, "/manifest.json", json.dumps(manifest, indent=2) + "\n")
 

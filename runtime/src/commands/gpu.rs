@@ -11,16 +11,23 @@ use gpu::plan::GpuPlan;
 use super::absolute;
 use super::create::load_bundle_spec;
 use crate::cli::{GpuCommand, OutputFormat};
-use crate::gpu_stage::plan_for;
+use crate::gpu_stage::{identify_mig_devices, plan_for};
 
 pub fn gpu(command: GpuCommand) -> Result<()> {
     let config = GpuConfig::load()?;
     let inventory = HostInventory::read(&config.driver)?;
     match command {
-        GpuCommand::Inventory { format } => match format {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&inventory)?),
-            OutputFormat::Table => print!("{}", inventory_table(&inventory)),
-        },
+        GpuCommand::Inventory { format } => {
+            let mut inventory = inventory;
+            // A diagnostic: MIG devices are shown without NVML identities if it cannot be asked.
+            if let Err(err) = identify_mig_devices(&mut inventory) {
+                tracing::warn!("{err:#}");
+            }
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&inventory)?),
+                OutputFormat::Table => print!("{}", inventory_table(&inventory)),
+            }
+        }
         GpuCommand::Plan { bundle, format } => {
             let bundle = absolute(&bundle)?;
             let spec = load_bundle_spec(&bundle)?;
@@ -89,6 +96,46 @@ fn inventory_table(inventory: &HostInventory) -> String {
             let _ = writeln!(out, "  {} (minor {}): {node}", cap.capability, cap.minor);
         }
     }
+    if !inventory.mig_devices.is_empty() {
+        let _ = writeln!(out, "\nMIG DEVICES");
+        for mig in &inventory.mig_devices {
+            let index = mig
+                .index
+                .map_or("-".to_string(), |i| format!("{}:{i}", mig.gpu));
+            let _ = writeln!(
+                out,
+                "  {index:<6} gpu {} gi {} ci {} (caps {}, {}) {}",
+                mig.gpu,
+                mig.gpu_instance,
+                mig.compute_instance,
+                mig.gpu_instance_access.minor,
+                mig.compute_instance_access.minor,
+                mig.uuid.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let others = inventory
+        .imex_channels
+        .iter()
+        .chain(inventory.feature_devices.iter().map(|f| &f.device))
+        .chain(inventory.gpus.iter().flat_map(|g| &g.drm));
+    let mut others = others.peekable();
+    if others.peek().is_some() {
+        let _ = writeln!(
+            out,
+            "\nOTHER DEVICES (IMEX, GDS, MOFED, NVSwitch, GDRCopy, DRM)"
+        );
+        for device in others {
+            let _ = writeln!(
+                out,
+                "  {} {}:{} gid {}",
+                device.path.display(),
+                device.major,
+                device.minor,
+                device.gid
+            );
+        }
+    }
     let mut part = None;
     for file in &inventory.files {
         if part != Some(file.part) {
@@ -126,6 +173,20 @@ fn plan_table(plan: &GpuPlan) -> String {
             gpus.join(", ")
         }
     );
+    for mig in &plan.mig_devices {
+        let _ = writeln!(
+            out,
+            "MIG device: GPU {} gi {} ci {} {}",
+            mig.gpu,
+            mig.gpu_instance,
+            mig.compute_instance,
+            mig.uuid.as_deref().unwrap_or("")
+        );
+    }
+    if !plan.additional_gids.is_empty() {
+        let gids: Vec<String> = plan.additional_gids.iter().map(u32::to_string).collect();
+        let _ = writeln!(out, "additional groups: {}", gids.join(", "));
+    }
     let _ = writeln!(out, "\nDEVICES (node and cgroup rule rwm)");
     for device in &plan.devices {
         let _ = writeln!(
@@ -151,7 +212,7 @@ fn plan_table(plan: &GpuPlan) -> String {
         );
     }
     let _ = writeln!(out, "\nLINKS");
-    for link in &plan.links {
+    for link in plan.links.iter().chain(&plan.device_links) {
         let _ = writeln!(
             out,
             "  {} -> {}",
@@ -173,5 +234,14 @@ fn plan_table(plan: &GpuPlan) -> String {
         "\n/proc/driver/nvidia/gpus: {}",
         plan.proc_view.gpus.join(", ")
     );
+    if plan.proc_view.all_capabilities {
+        let _ = writeln!(out, "/proc/driver/nvidia/capabilities: all");
+    } else if !plan.proc_view.capabilities.is_empty() {
+        let _ = writeln!(
+            out,
+            "/proc/driver/nvidia/capabilities: {}",
+            plan.proc_view.capabilities.join(", ")
+        );
+    }
     out
 }
