@@ -15,6 +15,9 @@
 //! [request]
 //! volume-mounts = false # read device lists from /dev/null mounts under
 //!                       # /var/run/nvidia-container-devices (the device plugin's strategy)
+//!
+//! [cdi]
+//! spec-dirs = ["/etc/cdi", "/var/run/cdi"]  # CDI spec directories; later ones take priority
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +41,34 @@ pub struct GpuConfig {
     /// Which ways of asking for GPUs are accepted.
     #[serde(default)]
     pub request: RequestConfig,
+    /// Where CDI specs are read.
+    #[serde(default)]
+    pub cdi: CdiConfig,
+}
+
+/// The `[cdi]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CdiConfig {
+    /// Directories of CDI spec files (`*.json`, `*.yaml`); a device defined in a later
+    /// directory overrides one of the same name in an earlier one.
+    #[serde(default = "default_spec_dirs")]
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+/// The CDI library's default spec directories: static, then dynamic (higher priority).
+pub const DEFAULT_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+
+fn default_spec_dirs() -> Vec<PathBuf> {
+    DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: default_spec_dirs(),
+        }
+    }
 }
 
 /// The `[request]` table.
@@ -170,6 +201,9 @@ mod tests {
         assert!(!config.request.volume_mounts);
         let config = GpuConfig::parse("[request]\nvolume-mounts = true\n").unwrap();
         assert!(config.request.volume_mounts);
+        assert_eq!(config.cdi.spec_dirs, default_spec_dirs());
+        let config = GpuConfig::parse("[cdi]\nspec-dirs = [\"/x\"]\n").unwrap();
+        assert_eq!(config.cdi.spec_dirs, [PathBuf::from("/x")]);
     }
 
     #[test]

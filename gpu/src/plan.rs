@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::compat::CudaCompat;
 use crate::fsroot::FsRoot;
 use crate::inventory::{is_driver_library_name, DeviceNode, DriverPart, Gpu, HostInventory};
 use crate::ldcache::{LdCache, LdCacheEntry, NATIVE_FLAGS};
 use crate::request::{DeviceSelector, GpuFacts, GpuRequest, HostFacts, Version, VisibleDevices};
+
+/// The image's ld.so.cache, replaced by one holding the driver's libraries too.
+const LD_CACHE: &str = "/etc/ld.so.cache";
 
 /// The ld.so.conf.d drop-in that keeps the driver libraries when the container runs ldconfig.
 pub const LDCONF_DROPIN: &str = "/etc/ld.so.conf.d/00-gpu-youki.conf";
@@ -27,6 +31,8 @@ pub struct RootfsFacts {
     /// placed there before (empty mount targets and links), so a narrower or newer plan for a
     /// reused rootfs removes what it no longer gives.
     pub placed_before: Vec<PathBuf>,
+    /// The image's CUDA forward-compatibility libraries (`/usr/local/cuda/compat`).
+    pub cuda_compat: Option<CudaCompat>,
 }
 
 impl RootfsFacts {
@@ -53,6 +59,7 @@ impl RootfsFacts {
             library_dir,
             ld_cache: rootfs.read(Path::new("/etc/ld.so.cache"))?,
             placed_before,
+            cuda_compat: CudaCompat::read(rootfs)?,
         })
     }
 }
@@ -72,6 +79,89 @@ pub struct PlannedMount {
     /// binary (`docker run --gpus all IMAGE nvidia-smi`) passes the executable check made
     /// before the mounts exist.
     pub executable: bool,
+    /// Mount flags a CDI spec chose; `None` for the driver-file defaults (read-only unless
+    /// writable, always nosuid and nodev, noexec when writable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<BindOptions>,
+}
+
+/// The flags of a bind mount, as a CDI spec's mount options give them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BindOptions {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nosuid`.
+    pub nosuid: bool,
+    /// `nodev`.
+    pub nodev: bool,
+    /// `noexec`.
+    pub noexec: bool,
+}
+
+impl PlannedMount {
+    /// The flags the mount gets: its own options, or the driver-file defaults.
+    pub fn bind_options(&self) -> BindOptions {
+        self.options.unwrap_or(BindOptions {
+            read_only: !self.writable,
+            nosuid: true,
+            nodev: true,
+            noexec: self.writable,
+        })
+    }
+}
+
+/// A mode set on a path inside the container once its `/dev` exists (the toolkit's `chmod`
+/// hook, for device directories such as `/dev/dri`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedChmod {
+    /// The path inside the container.
+    pub path: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// What the plan adds to the image's ld.so.cache, and the directories its drop-in lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LibraryCache {
+    /// Directories for the drop-in, in search order (CUDA forward-compat libraries first).
+    pub dirs: Vec<PathBuf>,
+    /// Entries added ahead of the image's own; of two with the same SONAME the earlier wins.
+    #[serde(skip)]
+    pub entries: Vec<LdCacheEntry>,
+}
+
+impl LibraryCache {
+    /// Appends `other` (lower priority) to this one.
+    pub fn extend(&mut self, other: LibraryCache) {
+        for dir in other.dirs {
+            if !self.dirs.contains(&dir) {
+                self.dirs.push(dir);
+            }
+        }
+        self.entries.extend(other.entries);
+    }
+}
+
+/// Edits of the effective spec that gpu-youki passes on as they are, as the CDI library would:
+/// non-bind mounts, hooks other than NVIDIA's, device nodes that are not character devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpecEdits {
+    /// OCI mounts (tmpfs and the like), replacing spec mounts at the same destination.
+    pub mounts: Vec<oci_spec::runtime::Mount>,
+    /// OCI hooks: (lifecycle name, hook).
+    pub hooks: Vec<(String, oci_spec::runtime::Hook)>,
+    /// OCI device nodes with their cgroup rules.
+    pub devices: Vec<(
+        oci_spec::runtime::LinuxDevice,
+        oci_spec::runtime::LinuxDeviceCgroup,
+    )>,
+}
+
+impl SpecEdits {
+    /// Whether there is nothing to pass on.
+    pub fn is_empty(&self) -> bool {
+        self == &SpecEdits::default()
+    }
 }
 
 /// A symlink written into the rootfs.
@@ -127,12 +217,20 @@ pub struct GpuPlan {
     pub files: Vec<PlannedFile>,
     /// Driver files and links an earlier plan placed in this rootfs that this one does not give.
     pub removals: Vec<PathBuf>,
-    /// The container's `/proc/driver/nvidia`.
-    pub proc_view: ProcView,
+    /// The container's `/proc/driver/nvidia`; `None` when only other vendors' CDI devices were
+    /// asked for.
+    pub proc_view: Option<ProcView>,
     /// `KEY=VALUE` items set in the process environment, replacing the same keys.
     pub env: Vec<String>,
     /// Groups added to the process's additional GIDs (device nodes owned by a group).
     pub additional_gids: Vec<u32>,
+    /// Modes set in the container's `/dev` after create.
+    pub chmods: Vec<PlannedChmod>,
+    /// What `files` holds in `/etc/ld.so.cache` and the drop-in, kept to merge plans.
+    pub library_cache: LibraryCache,
+    /// CDI edits passed on to the effective spec unchanged.
+    #[serde(skip_serializing_if = "SpecEdits::is_empty")]
+    pub spec_edits: SpecEdits,
 }
 
 impl GpuPlan {
@@ -221,6 +319,7 @@ impl GpuPlan {
                     file.part,
                     DriverPart::UtilityBinary | DriverPart::ComputeBinary
                 ),
+                options: None,
             });
             if !file.part.is_library() {
                 continue;
@@ -254,35 +353,94 @@ impl GpuPlan {
             }
         }
 
+        let mut plan = GpuPlan {
+            driver_version: inventory.driver_version.clone(),
+            gpus: gpus.iter().map(|g| g.index).collect(),
+            devices,
+            mounts,
+            links,
+            files: Vec::new(),
+            removals: Vec::new(),
+            proc_view: Some(ProcView {
+                host_dir: inventory.proc_dir.clone(),
+                gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),
+            }),
+            env: Vec::new(),
+            additional_gids: Vec::new(),
+            chmods: Vec::new(),
+            library_cache: LibraryCache {
+                dirs: vec![library_dir.clone()],
+                entries: cache_entries,
+            },
+            spec_edits: SpecEdits::default(),
+        };
+        if components.compute_libraries {
+            if let Some(compat) = &rootfs.cuda_compat {
+                if compat.usable_with(&inventory.driver_version) {
+                    plan.add_cuda_compat(compat);
+                }
+            }
+        }
+        plan.write_library_files(rootfs)?;
+        Ok(Some(plan))
+    }
+
+    /// Puts the image's CUDA forward-compatibility libraries ahead of the driver's in the
+    /// ld.so.cache (and the drop-in), with their SONAME links where the image lacks them.
+    pub fn add_cuda_compat(&mut self, compat: &CudaCompat) {
+        let mut first = compat.library_cache();
+        first.extend(std::mem::take(&mut self.library_cache));
+        self.library_cache = first;
+        for link in compat.missing_links() {
+            if !self.links.contains(&link) {
+                self.links.push(link);
+            }
+        }
+    }
+
+    /// Computes `files` (the ld.so.cache: the image's merged with [`GpuPlan::library_cache`],
+    /// and the drop-in) and `removals` from the rest of the plan.
+    pub fn write_library_files(&mut self, rootfs: &RootfsFacts) -> Result<()> {
         let mut cache = match &rootfs.ld_cache {
             Some(data) => LdCache::parse(data).context("invalid /etc/ld.so.cache in the image")?,
             None => LdCache::default(),
         };
-        // Entries an earlier plan added for the library directory are replaced, not kept: a
-        // real ldconfig over the directory after this plan would not list them either.
+        // Entries an earlier plan added for the library directories are replaced, not kept: a
+        // real ldconfig over the directories after this plan would not list them either.
+        let dirs = &self.library_cache.dirs;
         cache.entries.retain(|entry| {
-            entry.path.parent() != Some(library_dir.as_path())
+            !entry
+                .path
+                .parent()
+                .is_some_and(|p| dirs.iter().any(|d| d == p))
                 || !is_driver_library_name(&entry.soname.to_string_lossy())
         });
-        cache.merge_scanned_first(cache_entries);
-        let given: Vec<&Path> = mounts
+        cache.merge_scanned_first(self.library_cache.entries.iter().cloned());
+        let given: Vec<&Path> = self
+            .mounts
             .iter()
             .map(|m| m.destination.as_path())
-            .chain(links.iter().map(|l| l.path.as_path()))
+            .chain(self.links.iter().map(|l| l.path.as_path()))
             .collect();
-        let removals = rootfs
+        self.removals = rootfs
             .placed_before
             .iter()
             .filter(|path| !given.contains(&path.as_path()))
             .cloned()
             .collect();
-        let dropin = format!(
-            "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n{}\n",
-            library_dir.display()
-        );
-        let files = vec![
+        let mut dropin =
+            "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n".to_string();
+        for dir in dirs {
+            dropin.push_str(&format!("{}\n", dir.display()));
+        }
+        let owned = [Path::new(LD_CACHE), Path::new(LDCONF_DROPIN)];
+        self.files.retain(|f| !owned.contains(&f.path.as_path()));
+        if self.library_cache == LibraryCache::default() {
+            return Ok(()); // only other vendors' CDI devices: the image's cache is left alone
+        }
+        let library_files = [
             PlannedFile {
-                path: PathBuf::from("/etc/ld.so.cache"),
+                path: PathBuf::from(LD_CACHE),
                 content: cache.to_bytes()?,
             },
             PlannedFile {
@@ -290,28 +448,14 @@ impl GpuPlan {
                 content: dropin.into_bytes(),
             },
         ];
-
-        Ok(Some(GpuPlan {
-            driver_version: inventory.driver_version.clone(),
-            gpus: gpus.iter().map(|g| g.index).collect(),
-            devices,
-            mounts,
-            links,
-            files,
-            removals,
-            proc_view: ProcView {
-                host_dir: inventory.proc_dir.clone(),
-                gpus: gpus.iter().map(|g| g.bus_id.clone()).collect(),
-            },
-            env: Vec::new(),
-            additional_gids: Vec::new(),
-        }))
+        self.files.splice(0..0, library_files);
+        Ok(())
     }
 }
 
 /// `libcuda.so → libcuda.so.1`, `libnvidia-opticalflow.so → …so.1` and
 /// `libGLX_indirect.so.0 → libGLX_nvidia.so.<version>`: (link name, target).
-fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
+pub(crate) fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
     if soname == "libcuda.so.1" || soname == "libnvidia-opticalflow.so.1" {
         let name = soname.trim_end_matches(".1").to_string();
         return Some((name, PathBuf::from(soname)));
@@ -475,6 +619,7 @@ mod tests {
             library_dir: PathBuf::from("/usr/lib/x86_64-linux-gnu"),
             ld_cache: None,
             placed_before: Vec::new(),
+            cuda_compat: None,
         }
     }
 
@@ -552,7 +697,7 @@ mod tests {
             .map(|e| e.soname.to_string_lossy().into_owned())
             .collect();
         assert_eq!(keys, ["libnvidia-ml.so.1", "libcuda.so.1", "libcuda.so"]);
-        assert_eq!(plan.proc_view.gpus, ["0000:11:00.0"]);
+        assert_eq!(plan.proc_view.unwrap().gpus, ["0000:11:00.0"]);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gpu::apply;
+use gpu::cdi::compile::{self, CdiRequest};
+use gpu::cdi::hooks::is_nvidia_hook;
+use gpu::cdi::registry::Registry;
 use gpu::config::GpuConfig;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
@@ -17,7 +20,7 @@ use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
 use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxDeviceType, Spec};
 
 /// Where the effective spec of a GPU container is kept in its state directory (for `update`).
 pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
@@ -40,7 +43,72 @@ fn may_request(spec: &Spec) -> Result<bool> {
         .flatten()
         .map(|m| m.destination().as_path());
     Ok(volumes::mentions_device_list(destinations)
+        || gpu::cdi::has_device_annotations(spec.annotations().as_ref())
+        || spec_hooks(spec).any(|(path, args)| is_nvidia_hook(&path, &args))
         || GpuRequest::from_env(&env_of(spec))?.is_some())
+}
+
+/// `(path, args)` of every hook in the spec.
+fn spec_hooks(spec: &Spec) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
+    let hooks = spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let lists = hooks.into_iter().flat_map(|h| {
+        [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+            h.poststart(),
+            h.poststop(),
+        ]
+    });
+    lists.flatten().flatten().map(|hook| {
+        (
+            hook.path().to_string_lossy().into_owned(),
+            hook.args().clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// The CDI part of the request in config.json: the NVIDIA hooks and the bind mounts and
+/// character devices an engine that applies CDI edits itself already put there.
+fn config_cdi_request(spec: &Spec) -> Result<CdiRequest<'static>> {
+    let hooks: Vec<(String, Vec<String>)> = spec_hooks(spec).collect();
+    let config_hooks =
+        compile::nvidia_hooks(hooks.iter().map(|(p, a)| (p.as_str(), a.as_slice())))?;
+    let config_binds = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| Some((m.source().clone()?, m.destination().clone())))
+        .collect();
+    let config_devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|d| d.typ() == LinuxDeviceType::C)
+        .filter_map(|d| {
+            Some((
+                u32::try_from(d.major()).ok()?,
+                u32::try_from(d.minor()).ok()?,
+            ))
+        })
+        .collect();
+    Ok(CdiRequest {
+        devices: Vec::new(),
+        config_hooks,
+        config_binds,
+        config_devices,
+    })
 }
 
 fn env_of(spec: &Spec) -> Vec<String> {
@@ -77,24 +145,75 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         .with_context(|| format!("rootfs {} does not exist", path.display()))
 }
 
-/// The plan for `spec`; `None` when it asks for no NVIDIA GPU.
+/// The plan for `spec`; `None` when it asks for no GPU and no CDI device. The NVIDIA request
+/// of the environment gives the base plan; CDI devices (named in `cdi.k8s.io/*` annotations or
+/// as `vendor/class=name` in `NVIDIA_VISIBLE_DEVICES`, resolved through the spec directories,
+/// read only then) and NVIDIA's hooks in config.json are compiled into it. `inventory` is read
+/// here when not given and something needs it (an NVIDIA request or NVIDIA hooks).
 pub fn plan_for(
     spec: &Spec,
     bundle: &Path,
     config: &GpuConfig,
-    inventory: &HostInventory,
+    inventory: Option<&HostInventory>,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
-    let Some(request) = request_of(spec, config)? else {
+    let request = request_of(spec, config)?;
+    let mut names = request
+        .as_ref()
+        .map(|r| r.cdi_devices.clone())
+        .unwrap_or_default();
+    for name in gpu::cdi::annotation_devices(spec.annotations().as_ref())? {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut cdi = config_cdi_request(spec)?;
+    let wants_nvidia = request.as_ref().is_some_and(|r| r.devices.is_some());
+    if !wants_nvidia && names.is_empty() && cdi.is_empty() {
         return Ok(None);
-    };
+    }
     let rootfs = FsRoot::open(&rootfs_of(spec, bundle)?)?;
     let facts = RootfsFacts::read(&rootfs)?;
-    let cuda = request
-        .needed_facts()
-        .cuda
-        .then(|| cuda_version(inventory))
-        .flatten();
-    Ok(GpuPlan::new(&request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
+    let registry = Registry::read(if names.is_empty() {
+        &[]
+    } else {
+        &config.cdi.spec_dirs
+    });
+    cdi.devices = names
+        .iter()
+        .map(|name| registry.resolve(name))
+        .collect::<Result<_>>()?;
+    let nvidia_hooks = !cdi.config_hooks.is_empty()
+        || cdi.devices.iter().any(|d| {
+            [&d.device.container_edits, d.spec_edits]
+                .iter()
+                .flat_map(|e| &e.hooks)
+                .any(|h| is_nvidia_hook(&h.path, &h.args))
+        });
+    let read;
+    let inventory = match inventory {
+        Some(inventory) => Some(inventory),
+        None if wants_nvidia || nvidia_hooks => {
+            read = HostInventory::read(&config.driver)?;
+            Some(&read)
+        }
+        None => None,
+    };
+    let base = match (&request, inventory) {
+        (Some(request), Some(inventory)) if wants_nvidia => {
+            let cuda = request
+                .needed_facts()
+                .cuda
+                .then(|| cuda_version(inventory))
+                .flatten();
+            GpuPlan::new(request, inventory, &facts, cuda)?
+        }
+        _ => None,
+    };
+    if cdi.is_empty() {
+        return Ok(base.map(|plan| (plan, rootfs)));
+    }
+    let plan = compile::compile(base, &cdi, &facts, &compile::Host, inventory)?;
+    Ok(Some((plan, rootfs)))
 }
 
 /// The driver's CUDA version through libcuda, `None` (unknown: requirements fail closed) when
@@ -121,8 +240,7 @@ impl GpuStage {
             return Ok(None);
         }
         let config = GpuConfig::load()?;
-        let inventory = HostInventory::read(&config.driver)?;
-        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, &inventory)? else {
+        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, None)? else {
             return Ok(None);
         };
         let bind_devices = apply::uses_user_namespace(spec);
@@ -182,6 +300,7 @@ impl GpuStage {
                 directory: false,
                 writable: false,
                 executable: false,
+                options: None,
             });
         }
         apply::mount_into_container(pid.as_raw(), &self.plan, &extra, self.bind_devices)?;

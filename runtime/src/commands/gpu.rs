@@ -24,9 +24,9 @@ pub fn gpu(command: GpuCommand) -> Result<()> {
         GpuCommand::Plan { bundle, format } => {
             let bundle = absolute(&bundle)?;
             let spec = load_bundle_spec(&bundle)?;
-            let Some((plan, _)) = plan_for(&spec, &bundle, &config, &inventory)? else {
+            let Some((plan, _)) = plan_for(&spec, &bundle, &config, Some(&inventory))? else {
                 bail!(
-                    "{}/config.json asks for no NVIDIA GPU: the container gets nothing",
+                    "{}/config.json asks for no GPU and no CDI device: the container gets nothing",
                     bundle.display()
                 );
             };
@@ -171,7 +171,9 @@ fn plan_table(plan: &GpuPlan) -> String {
     let _ = writeln!(
         out,
         "\n/proc/driver/nvidia/gpus: {}",
-        plan.proc_view.gpus.join(", ")
+        plan.proc_view
+            .as_ref()
+            .map_or("-".to_string(), |v| v.gpus.join(", "))
     );
     out
 }
