@@ -157,3 +157,34 @@ impl CudaCompat {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compat(version: &str, note: Option<&[u64]>) -> CudaCompat {
+        CudaCompat {
+            dir: PathBuf::from(COMPAT_DIR),
+            libcuda_version: version.to_string(),
+            note: note.map(|drivers| ForwardCompatNote {
+                cuda_version: "12.9".to_string(),
+                drivers: drivers.to_vec(),
+            }),
+            libraries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_toolkits_rules_decide_use() {
+        // Without the note: a greater major only.
+        assert!(compat("575.51.03", None).usable_with("550.54.15"));
+        assert!(!compat("575.51.03", None).usable_with("575.10.01"));
+        assert!(!compat("550.54.15", None).usable_with("575.51.03"));
+        // With it: the host branch must be listed and the compat library newer.
+        assert!(compat("575.51.03", Some(&[535, 550])).usable_with("550.54.15"));
+        assert!(!compat("575.51.03", Some(&[535])).usable_with("550.54.15"));
+        assert!(compat("575.51.03", Some(&[575])).usable_with("575.10.01"));
+        assert!(!compat("575.51.03", Some(&[575])).usable_with("575.64.03"));
+        assert!(!compat("575.51.03", None).usable_with("not-a-version"));
+    }
+}

@@ -518,7 +518,7 @@ fn host_summary(gpus: &[Gpu]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::DriverConfig;
     use crate::inventory::DriverFile;
@@ -560,7 +560,7 @@ mod tests {
     }
 
     /// A host with `gpus` GPUs and one file of each interesting part.
-    fn inventory(gpus: u32) -> HostInventory {
+    pub(crate) fn inventory(gpus: u32) -> HostInventory {
         let majors = crate::procfs::parse_device_majors(
             "Character devices:\n195 nvidia\n510 nvidia-uvm\n\nBlock devices:\n",
         )
@@ -614,7 +614,7 @@ mod tests {
         }
     }
 
-    fn debian() -> RootfsFacts {
+    pub(crate) fn debian() -> RootfsFacts {
         RootfsFacts {
             library_dir: PathBuf::from("/usr/lib/x86_64-linux-gnu"),
             ld_cache: None,
@@ -839,5 +839,40 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first.files, second.files);
+    }
+
+    #[test]
+    fn the_legacy_path_puts_newer_compat_libraries_first_for_compute_only() {
+        let mut rootfs = debian();
+        rootfs.cuda_compat = Some(CudaCompat {
+            dir: PathBuf::from(crate::compat::COMPAT_DIR),
+            libcuda_version: "590.10.01".to_string(),
+            note: None,
+            libraries: vec![crate::compat::CompatLibrary {
+                file: "libcuda.so.590.10.01".to_string(),
+                soname: "libcuda.so.1".to_string(),
+                soname_present: true,
+            }],
+        });
+        let target = |env: &[&str]| {
+            let plan = plan(env, &inventory(1), &rootfs).unwrap().unwrap();
+            let cache = LdCache::parse(&plan.files[0].content).unwrap();
+            cache
+                .entries
+                .iter()
+                .find(|e| e.soname == "libcuda.so.1")
+                .map(|e| e.path.display().to_string())
+        };
+        assert_eq!(
+            target(&["NVIDIA_VISIBLE_DEVICES=0"]).as_deref(),
+            Some("/usr/local/cuda/compat/libcuda.so.1")
+        );
+        assert_eq!(
+            target(&[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=utility"
+            ]),
+            None
+        );
     }
 }

@@ -141,7 +141,7 @@ pub fn compile(
             edits.push(device.spec_edits);
         }
         for edit in edits {
-            apply_edits(&mut plan, edit, host, &mut nvidia)
+            apply_edits(&mut plan, edit, device.path, host, &mut nvidia)
                 .map_err(|err| anyhow::anyhow!("CDI spec {}: {err:#}", device.path.display()))?;
         }
     }
@@ -168,26 +168,29 @@ fn empty_plan(driver: Option<&HostInventory>) -> GpuPlan {
     }
 }
 
-/// The one-line error for a spec naming a host path that is gone.
-fn stale(path: &str) -> anyhow::Error {
+/// The one-line error for a spec naming a host path that is gone (a driver upgrade since the
+/// spec was generated, typically).
+fn stale(spec: &Path, path: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "{path} does not exist on the host (the driver changed since the spec was written?); \
-         regenerate the spec: gpu-youki cdi generate --output <this spec file>"
+        "{path} does not exist on the host (a stale spec); regenerate it: \
+         gpu-youki cdi generate --output {}",
+        spec.display()
     )
 }
 
 fn apply_edits(
     plan: &mut GpuPlan,
     edits: &ContainerEdits,
+    spec_path: &Path,
     host: &dyn HostFiles,
     nvidia: &mut Vec<NvidiaHook>,
 ) -> Result<()> {
     plan.env.extend(edits.env.iter().cloned());
     for node in &edits.device_nodes {
-        add_device_node(plan, node, host)?;
+        add_device_node(plan, node, spec_path, host)?;
     }
     for mount in &edits.mounts {
-        add_mount(plan, mount, host)?;
+        add_mount(plan, mount, spec_path, host)?;
     }
     for hook in &edits.hooks {
         if let Some(parsed) = hooks::parse(&hook.path, &hook.args) {
@@ -216,7 +219,12 @@ fn apply_edits(
     Ok(())
 }
 
-fn add_device_node(plan: &mut GpuPlan, node: &DeviceNodeEdit, host: &dyn HostFiles) -> Result<()> {
+fn add_device_node(
+    plan: &mut GpuPlan,
+    node: &DeviceNodeEdit,
+    spec_path: &Path,
+    host: &dyn HostFiles,
+) -> Result<()> {
     let host_path = node.host_path.as_deref().unwrap_or(&node.path);
     let complete = node.kind.is_some()
         && (node.kind.as_deref() == Some("p") || (node.major.is_some() && node.minor.is_some()))
@@ -226,7 +234,7 @@ fn add_device_node(plan: &mut GpuPlan, node: &DeviceNodeEdit, host: &dyn HostFil
     } else {
         Some(
             host.stat(Path::new(host_path))?
-                .ok_or_else(|| stale(host_path))?,
+                .ok_or_else(|| stale(spec_path, host_path))?,
         )
     };
     let kind = match (&node.kind, stat) {
@@ -293,7 +301,12 @@ fn add_device_node(plan: &mut GpuPlan, node: &DeviceNodeEdit, host: &dyn HostFil
     Ok(())
 }
 
-fn add_mount(plan: &mut GpuPlan, mount: &MountEdit, host: &dyn HostFiles) -> Result<()> {
+fn add_mount(
+    plan: &mut GpuPlan,
+    mount: &MountEdit,
+    spec_path: &Path,
+    host: &dyn HostFiles,
+) -> Result<()> {
     let destination = PathBuf::from(&mount.container_path);
     plan.mounts.retain(|m| m.destination != destination);
     plan.spec_edits
@@ -314,7 +327,7 @@ fn add_mount(plan: &mut GpuPlan, mount: &MountEdit, host: &dyn HostFiles) -> Res
     }
     let stat = host
         .stat(Path::new(&mount.host_path))?
-        .ok_or_else(|| stale(&mount.host_path))?;
+        .ok_or_else(|| stale(spec_path, &mount.host_path))?;
     let has = |option: &str| mount.options.iter().any(|o| o == option);
     plan.mounts.push(PlannedMount {
         source: PathBuf::from(&mount.host_path),
@@ -490,5 +503,319 @@ fn application_profile(plan: &GpuPlan) -> PlannedFile {
              \"rules\": [{{\"pattern\": [], \"profile\": \"_container_\"}}]}}\n"
         )
         .into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdi::spec::{Spec, SpecFormat};
+    use crate::compat::{CompatLibrary, CudaCompat};
+    use crate::ldcache::LdCache;
+    use crate::plan::tests::{debian, inventory};
+
+    /// A host whose nodes and files are listed: `/host/dev/nvidia*` (195:minor), the block
+    /// device `/host/dev/sda` (8:0), and files under `/host/lib` and `/host/bin`.
+    struct FakeHost;
+
+    impl HostFiles for FakeHost {
+        fn stat(&self, path: &Path) -> Result<Option<HostStat>> {
+            let text = path.to_str().unwrap();
+            let device = |kind, major, minor| HostStat {
+                kind,
+                mode: 0o666,
+                major,
+                minor,
+                gid: 0,
+            };
+            Ok(match text {
+                "/host/dev/nvidiactl" => Some(device('c', 195, 255)),
+                "/host/dev/sda" => Some(device('b', 8, 0)),
+                _ if text.starts_with("/host/dev/nvidia") => {
+                    Some(device('c', 195, text[16..].parse().unwrap()))
+                }
+                _ if text.starts_with("/host/lib/") || text.starts_with("/host/bin/") => {
+                    Some(HostStat {
+                        kind: 'f',
+                        mode: 0o755,
+                        ..device('f', 0, 0)
+                    })
+                }
+                _ => None,
+            })
+        }
+
+        fn soname(&self, path: &Path) -> Result<Option<String>> {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            Ok(name
+                .split_once(".so.")
+                .map(|(base, _)| format!("{base}.so.1")))
+        }
+    }
+
+    /// The shape `nvidia-ctk cdi generate --driver-root /host --dev-root /host` writes.
+    const NVIDIA: &str = r#"---
+cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+      hostPath: /host/dev/nvidia0
+containerEdits:
+  env:
+  - NVIDIA_VISIBLE_DEVICES=void
+  deviceNodes:
+  - path: /dev/nvidiactl
+    hostPath: /host/dev/nvidiactl
+  hooks:
+  - hookName: createContainer
+    path: /usr/bin/nvidia-cdi-hook
+    args: [nvidia-cdi-hook, create-symlinks, --link, libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so]
+  - hookName: createContainer
+    path: /usr/bin/nvidia-cdi-hook
+    args: [nvidia-cdi-hook, enable-cuda-compat, --host-driver-version=580.95.05]
+  - hookName: createContainer
+    path: /usr/bin/nvidia-cdi-hook
+    args: [nvidia-cdi-hook, update-ldcache, --folder, /usr/lib/x86_64-linux-gnu]
+  - hookName: createContainer
+    path: /usr/bin/nvidia-cdi-hook
+    args: [nvidia-cdi-hook, disable-device-node-modification]
+  - hookName: createContainer
+    path: /usr/bin/nvidia-cdi-hook
+    args: [nvidia-cdi-hook, update-application-profile]
+  mounts:
+  - hostPath: /host/lib/libcuda.so.580.95.05
+    containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05
+    options: [ro, nosuid, nodev, bind]
+  - hostPath: /host/bin/nvidia-smi
+    containerPath: /usr/bin/nvidia-smi
+    options: [ro, nosuid, nodev, bind]
+"#;
+
+    fn compile_spec(
+        text: &str,
+        device: &str,
+        rootfs: &RootfsFacts,
+        base: Option<GpuPlan>,
+    ) -> Result<GpuPlan> {
+        let spec = Spec::parse(text.as_bytes(), SpecFormat::Yaml)?;
+        let request = CdiRequest {
+            devices: vec![ResolvedDevice {
+                path: Path::new("/etc/cdi/test.yaml"),
+                spec_edits: &spec.container_edits,
+                device: spec.devices.iter().find(|d| d.name == device).unwrap(),
+                spec_index: 0,
+            }],
+            ..CdiRequest::default()
+        };
+        compile(base, &request, rootfs, &FakeHost, Some(&inventory(2)))
+    }
+
+    fn cache_target(plan: &GpuPlan, soname: &str) -> Option<PathBuf> {
+        let cache = LdCache::parse(&plan.files[0].content).unwrap();
+        cache
+            .entries
+            .iter()
+            .find(|e| e.soname == soname)
+            .map(|e| e.path.clone())
+    }
+
+    #[test]
+    fn an_nvidia_ctk_spec_becomes_plan_parts_and_no_hook_remains() {
+        let plan = compile_spec(NVIDIA, "0", &debian(), None).unwrap();
+        let devices: Vec<(String, u32, u32)> = plan
+            .devices
+            .iter()
+            .map(|d| (d.path.display().to_string(), d.major, d.minor))
+            .collect();
+        assert_eq!(
+            devices,
+            [
+                ("/dev/nvidia0".into(), 195, 0),
+                ("/dev/nvidiactl".into(), 195, 255)
+            ]
+        );
+        assert_eq!(plan.devices[0].host_path, Path::new("/host/dev/nvidia0"));
+        let smi = plan
+            .mounts
+            .iter()
+            .find(|m| m.destination == Path::new("/usr/bin/nvidia-smi"))
+            .unwrap();
+        assert!(smi.executable && !smi.writable);
+        let options = smi.bind_options();
+        assert!(options.read_only && options.nosuid && options.nodev && !options.noexec);
+        let link = |path: &str| {
+            plan.links
+                .iter()
+                .find(|l| l.path == Path::new(path))
+                .map(|l| l.target.display().to_string())
+        };
+        assert_eq!(
+            link("/usr/lib/x86_64-linux-gnu/libcuda.so").as_deref(),
+            Some("libcuda.so.1")
+        );
+        assert_eq!(
+            link("/usr/lib/x86_64-linux-gnu/libcuda.so.1").as_deref(),
+            Some("libcuda.so.580.95.05")
+        );
+        assert_eq!(
+            cache_target(&plan, "libcuda.so.1").unwrap(),
+            Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.1")
+        );
+        assert_eq!(plan.env, ["NVIDIA_VISIBLE_DEVICES=void"]);
+        assert!(plan.spec_edits.is_empty(), "{:?}", plan.spec_edits);
+        assert_eq!(plan.proc_view.as_ref().unwrap().gpus, ["0000:10:00.0"]);
+        let profile = plan
+            .files
+            .iter()
+            .find(|f| f.path == Path::new(APPLICATION_PROFILE))
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&profile.content).contains("\"EGLVisibleDGPUDevices\", 0x1]")
+        );
+    }
+
+    #[test]
+    fn newer_compat_libraries_come_first_and_older_ones_are_ignored() {
+        let compat = |version: &str| CudaCompat {
+            dir: PathBuf::from(crate::compat::COMPAT_DIR),
+            libcuda_version: version.to_string(),
+            note: None,
+            libraries: vec![CompatLibrary {
+                file: format!("libcuda.so.{version}"),
+                soname: "libcuda.so.1".to_string(),
+                soname_present: false,
+            }],
+        };
+        let mut rootfs = debian();
+        rootfs.cuda_compat = Some(compat("590.10.01"));
+        let plan = compile_spec(NVIDIA, "0", &rootfs, None).unwrap();
+        assert_eq!(
+            cache_target(&plan, "libcuda.so.1").unwrap(),
+            Path::new("/usr/local/cuda/compat/libcuda.so.1")
+        );
+        assert!(plan
+            .links
+            .iter()
+            .any(|l| l.path == Path::new("/usr/local/cuda/compat/libcuda.so.1")));
+        let dropin = String::from_utf8_lossy(&plan.files[1].content).into_owned();
+        assert!(
+            dropin.find("/usr/local/cuda/compat") < dropin.find("/usr/lib/x86_64-linux-gnu"),
+            "{dropin}"
+        );
+        rootfs.cuda_compat = Some(compat("575.51.03"));
+        let plan = compile_spec(NVIDIA, "0", &rootfs, None).unwrap();
+        assert_eq!(
+            cache_target(&plan, "libcuda.so.1").unwrap(),
+            Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.1")
+        );
+    }
+
+    #[test]
+    fn other_vendors_edits_pass_on_and_leave_the_cache_alone() {
+        let spec = r#"
+cdiVersion: 0.7.0
+kind: vendor.com/device
+devices:
+- name: x
+  containerEdits:
+    env: [VENDOR_DEVICE=x]
+    deviceNodes:
+    - {path: /dev/vendor-x, hostPath: /host/dev/nvidia9, permissions: rw}
+    - {path: /dev/disk-x, hostPath: /host/dev/sda}
+    mounts:
+    - {hostPath: tmpfs, containerPath: /run/vendor, type: tmpfs, options: [nosuid]}
+    - {hostPath: /host/lib/libvendor.so.1.0, containerPath: /opt/vendor/libvendor.so.1.0, options: [rbind, noexec]}
+    hooks:
+    - {hookName: poststop, path: /usr/bin/vendor-cleanup, args: [vendor-cleanup, x]}
+    additionalGids: [0, 44]
+"#;
+        let plan = compile_spec(spec, "x", &debian(), None).unwrap();
+        assert!(plan.devices.is_empty());
+        let devices: Vec<String> = plan
+            .spec_edits
+            .devices
+            .iter()
+            .map(|(d, r)| {
+                format!(
+                    "{} {:?} {}:{} {}",
+                    d.path().display(),
+                    d.typ(),
+                    d.major(),
+                    d.minor(),
+                    r.access().as_deref().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            devices,
+            ["/dev/vendor-x C 195:9 rw", "/dev/disk-x B 8:0 rwm"]
+        );
+        assert_eq!(plan.spec_edits.mounts[0].typ().as_deref(), Some("tmpfs"));
+        let bind = &plan.mounts[0];
+        assert!(bind.writable && bind.bind_options().noexec && !bind.bind_options().nosuid);
+        assert_eq!(plan.spec_edits.hooks[0].0, "poststop");
+        assert_eq!(plan.additional_gids, [44]);
+        assert_eq!(plan.env, ["VENDOR_DEVICE=x"]);
+        assert!(plan.files.is_empty() && plan.proc_view.is_none());
+    }
+
+    #[test]
+    fn stale_specs_and_unknown_nvidia_hooks_are_refused_in_one_line() {
+        let stale = NVIDIA.replace("/host/bin/nvidia-smi", "/host/gone/nvidia-smi");
+        let err = compile_spec(&stale, "0", &debian(), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "CDI spec /etc/cdi/test.yaml: /host/gone/nvidia-smi does not exist on the host (a \
+             stale spec); regenerate it: gpu-youki cdi generate --output /etc/cdi/test.yaml"
+        );
+        let unknown = NVIDIA.replace("update-application-profile", "reticulate-splines");
+        let err = format!(
+            "{:#}",
+            compile_spec(&unknown, "0", &debian(), None).unwrap_err()
+        );
+        assert!(
+            err.contains("reticulate-splines") && err.contains("test.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_legacy_plan_and_cdi_devices_merge() {
+        let env = vec!["NVIDIA_VISIBLE_DEVICES=1".to_string()];
+        let request = crate::request::GpuRequest::from_env(&env).unwrap().unwrap();
+        let base = GpuPlan::new(&request, &inventory(2), &debian(), None)
+            .unwrap()
+            .unwrap();
+        let plan = compile_spec(NVIDIA, "0", &debian(), Some(base)).unwrap();
+        let mut nodes: Vec<String> = plan
+            .devices
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
+        nodes.sort();
+        assert_eq!(
+            nodes,
+            [
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools",
+                "/dev/nvidia0",
+                "/dev/nvidia1",
+                "/dev/nvidiactl"
+            ]
+        );
+        let mut gpus = plan.proc_view.unwrap().gpus;
+        gpus.sort();
+        assert_eq!(gpus, ["0000:10:00.0", "0000:11:00.0"]);
+        let cache = LdCache::parse(&plan.files[0].content).unwrap();
+        assert!(cache
+            .entries
+            .iter()
+            .any(|e| e.soname == "libnvidia-ml.so.1"));
+        assert!(cache.entries.iter().any(|e| e.soname == "libcuda.so.1"));
     }
 }

@@ -161,3 +161,70 @@ fn hook(args: Vec<String>) -> HookEdit {
         timeout: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdi::hooks::{self, NvidiaHook};
+    use crate::cdi::spec::SpecFormat;
+    use crate::plan::tests::inventory;
+
+    #[test]
+    fn the_spec_has_the_toolkits_shape_and_reads_back() {
+        let spec = generate(&inventory(2)).unwrap();
+        assert_eq!(spec.cdi_version, "0.5.0");
+        let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "0",
+                "GPU-00000000-0000-0000-0000-000000000000",
+                "1",
+                "GPU-00000001-0000-0000-0000-000000000000",
+                "all"
+            ]
+        );
+        assert_eq!(spec.devices[4].container_edits.device_nodes.len(), 2);
+        let edits = &spec.container_edits;
+        assert_eq!(
+            edits.env,
+            [
+                "NVIDIA_CTK_LIBCUDA_DIR=/host/lib",
+                "NVIDIA_VISIBLE_DEVICES=void"
+            ]
+        );
+        assert_eq!(
+            edits.device_nodes[0].host_path.as_deref(),
+            Some("/host/dev/nvidiactl")
+        );
+        let parsed: Vec<NvidiaHook> = edits
+            .hooks
+            .iter()
+            .map(|h| hooks::parse(&h.path, &h.args).unwrap().unwrap())
+            .collect();
+        assert!(matches!(&parsed[0], NvidiaHook::CreateSymlinks(links)
+            if links.contains(&("libcuda.so.1".into(), "/host/lib/libcuda.so".into()))));
+        assert_eq!(
+            parsed[1],
+            NvidiaHook::EnableCudaCompat {
+                host_driver_version: Some("580.95.05".into()),
+                host_cuda_version: None
+            }
+        );
+        assert_eq!(
+            parsed[2],
+            NvidiaHook::UpdateLdcache(vec!["/host/lib".into()])
+        );
+        assert_eq!(parsed[3], NvidiaHook::DisableDeviceNodeModification);
+        let smi = edits
+            .mounts
+            .iter()
+            .find(|m| m.container_path == "/usr/bin/nvidia-smi")
+            .unwrap();
+        assert_eq!(smi.options, ["ro", "nosuid", "nodev", "rbind", "rprivate"]);
+        for format in [SpecFormat::Yaml, SpecFormat::Json] {
+            let text = spec.to_text(format).unwrap();
+            assert_eq!(Spec::parse(text.as_bytes(), format).unwrap(), spec);
+        }
+    }
+}
