@@ -73,15 +73,21 @@ impl CudaCompat {
                 continue;
             }
             let path = dir.join(name);
+            // Only regular files are candidates, not links (the image's SONAME links).
+            let Some(entry) =
+                rootfs.open_at(&path, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?
+            else {
+                continue;
+            };
+            if rustix::fs::fstat(&entry)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+                continue;
+            }
             let Some(fd) =
                 rootfs.open_at(&path, OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty())?
             else {
                 continue;
             };
             let file = std::fs::File::from(fd);
-            if !file.metadata()?.is_file() {
-                continue;
-            }
             let label = rootfs.path().join(path.strip_prefix("/").unwrap_or(&path));
             let soname = crate::elf::soname_of_file(file.try_clone()?, &label)?
                 .unwrap_or_else(|| name.clone());

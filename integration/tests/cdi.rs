@@ -544,3 +544,68 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
     assert_eq!(scratch.hook_runs(), "");
     rt.assert_clean(&bundle);
 }
+
+#[test]
+fn cuda_forward_compat_libraries_are_used_only_when_newer() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["run-cdi"]);
+    let host = f.fake2.version();
+    let spec = scratch.path("run-cdi/nvidia.yaml");
+    rt.ok(&["cdi", "generate", "--output", spec.to_str().unwrap()]);
+    let compat_file = |v: &str| format!("/usr/local/cuda/compat/libcuda.so.{v}");
+    let host_file = format!("{LIB_DIR}/libcuda.so.{host}");
+    // (compat version, note branches, by CDI annotation, the libcuda the loader must open)
+    let cases: [(&str, Option<&[u32]>, bool, String); 6] = [
+        ("590.10.01", None, false, compat_file("590.10.01")),
+        ("590.10.01", None, true, compat_file("590.10.01")),
+        ("575.51.03", None, false, host_file.clone()),
+        ("575.51.03", None, true, host_file.clone()),
+        (
+            "580.99.01",
+            Some(&[550, 580]),
+            false,
+            compat_file("580.99.01"),
+        ),
+        ("590.10.01", Some(&[550]), false, host_file.clone()),
+    ];
+    for (version, note, by_cdi, expected) in cases {
+        let env: &[&str] = if by_cdi {
+            &[]
+        } else {
+            &["NVIDIA_VISIBLE_DEVICES=0"]
+        };
+        let mut bundle = gpu_bundle(&rt, &inspect_script(), env).unwrap();
+        if by_cdi {
+            bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=0" });
+            bundle.save().unwrap();
+        }
+        integration::gpu::add_compat_libcuda(
+            &bundle.dir.join("rootfs"),
+            version,
+            host,
+            13010,
+            note,
+        )
+        .unwrap();
+        let report = run_ok(&rt, &bundle);
+        let probe = report.values("probe");
+        let case = format!("compat {version} note {note:?} cdi {by_cdi}");
+        assert_eq!(report.rc("probe"), 0, "{case}: {}", report.raw);
+        assert_eq!(probe["libcuda_file"], expected, "{case}: {}", report.raw);
+        let compat_used = expected.starts_with("/usr/local/cuda/compat");
+        let marker = if compat_used {
+            format!("compat-{version}")
+        } else {
+            "libcuda.so.1".into()
+        };
+        assert_eq!(probe["marker"], marker, "{case}");
+        assert_eq!(
+            probe["driver_version"],
+            if compat_used { "13010" } else { "13000" },
+            "{case}"
+        );
+        assert_eq!(report.out("params"), "ModifyDeviceFiles: 0", "{case}");
+        rt.assert_clean(&bundle);
+    }
+}
