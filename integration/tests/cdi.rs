@@ -103,8 +103,13 @@ fn nvidia_ctk_spec(driver: &FakeDriver, hook: &Path) -> String {
     for index in 0..driver.gpu_count() {
         for name in [index.to_string(), driver.uuid(index)] {
             devices.push_str(&format!(
-                "- name: \"{name}\"\n  containerEdits:\n    deviceNodes:\n{}    hooks:\n{}",
+                "- name: \"{name}\"\n  containerEdits:\n    deviceNodes:\n{}    hooks:\n{}{}",
                 node(&format!("nvidia{index}"), 4),
+                // The DRM by-path links of a real GPU (the fake one has no DRM node).
+                indented(hook(&format!(
+                    "create-symlinks, --link, \"../card{index}::/dev/dri/by-path/pci-{}-card\"",
+                    driver.bus_id(index)
+                ))),
                 indented(hook("chmod, --mode, \"755\", --path, /dev/dri"))
             ));
         }
@@ -191,6 +196,11 @@ fn cdi_script() -> String {
             "profile",
             "cat /etc/nvidia/nvidia-application-profiles-rc.d/10-container.conf",
         ),
+        (
+            "drm",
+            "stat -c %a /dev/dri; for l in /dev/dri/by-path/*; do echo \"$l $(readlink $l)\"; done",
+        ),
+        ("shm", "stat -c %a /dev/shm"),
     ]);
     script(&probes)
 }
@@ -246,6 +256,18 @@ fn assert_nvidia_cdi_container(report: &Report, driver: &FakeDriver, index: usiz
     assert_eq!(report.lines("procgpus"), [driver.bus_id(index)]);
     assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
     assert_eq!(report.out("visible"), "void");
+    assert_eq!(
+        report.lines("drm"),
+        [
+            "755".to_string(),
+            format!(
+                "/dev/dri/by-path/pci-{}-card ../card{index}",
+                driver.bus_id(index)
+            )
+        ],
+        "{}",
+        report.raw
+    );
     assert!(
         report
             .out("profile")
@@ -354,6 +376,7 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
         hook_entry(&["update-ldcache", "--folder", LIB_DIR]),
         hook_entry(&["disable-device-node-modification"]),
         hook_entry(&["update-application-profile"]),
+        hook_entry(&["chmod", "--mode", "711", "--path", "/dev/shm"]),
     ]});
     bundle.save().unwrap();
     let report = run_ok(&rt, &bundle);
@@ -362,6 +385,7 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
     assert_eq!(probe["marker"], "libcuda.so.1");
     assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
     assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+    assert_eq!(report.out("shm"), "711", "the chmod hook's mode");
     assert_eq!(
         report.lines("links")[..2],
         ["libcuda.so.1".to_string(), format!("libcuda.so.{version}")]
