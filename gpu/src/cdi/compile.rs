@@ -463,6 +463,10 @@ fn update_ldcache(
         if !folders.iter().any(|f| f == dir) || !name.contains(".so") {
             continue;
         }
+        // Only regular files are read (a config.json bind could name a FIFO or a device).
+        if host.stat(source)?.is_none_or(|s| s.kind != 'f') {
+            continue;
+        }
         let soname = host.soname(source)?.unwrap_or_else(|| name.to_string());
         if soname != name {
             links.push((dir.join(&soname), PathBuf::from(name.as_ref())));
