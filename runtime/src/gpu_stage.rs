@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gpu::apply;
-use gpu::cdi::compile::{self, CdiRequest};
+use gpu::cdi::compile;
 use gpu::cdi::hooks::is_nvidia_hook;
 use gpu::cdi::registry::Registry;
 use gpu::config::GpuConfig;
@@ -20,7 +20,7 @@ use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
 use gpu::request::{GpuRequest, Version, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::{LinuxDeviceType, Spec};
+use libcontainer::oci_spec::runtime::Spec;
 
 /// Where the effective spec of a GPU container is kept in its state directory (for `update`).
 pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
@@ -44,71 +44,8 @@ fn may_request(spec: &Spec) -> Result<bool> {
         .map(|m| m.destination().as_path());
     Ok(volumes::mentions_device_list(destinations)
         || gpu::cdi::has_device_annotations(spec.annotations().as_ref())
-        || spec_hooks(spec).any(|(path, args)| is_nvidia_hook(&path, &args))
+        || gpu::cdi::has_nvidia_hooks(spec)
         || GpuRequest::from_env(&env_of(spec))?.is_some())
-}
-
-/// `(path, args)` of every hook in the spec.
-fn spec_hooks(spec: &Spec) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
-    let hooks = spec.hooks().as_ref();
-    #[allow(deprecated)]
-    let lists = hooks.into_iter().flat_map(|h| {
-        [
-            h.prestart(),
-            h.create_runtime(),
-            h.create_container(),
-            h.start_container(),
-            h.poststart(),
-            h.poststop(),
-        ]
-    });
-    lists.flatten().flatten().map(|hook| {
-        (
-            hook.path().to_string_lossy().into_owned(),
-            hook.args().clone().unwrap_or_default(),
-        )
-    })
-}
-
-/// The CDI part of the request in config.json: the NVIDIA hooks and the bind mounts and
-/// character devices an engine that applies CDI edits itself already put there.
-fn config_cdi_request(spec: &Spec) -> Result<CdiRequest<'static>> {
-    let hooks: Vec<(String, Vec<String>)> = spec_hooks(spec).collect();
-    let config_hooks =
-        compile::nvidia_hooks(hooks.iter().map(|(p, a)| (p.as_str(), a.as_slice())))?;
-    let config_binds = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .filter(|m| {
-            m.typ().as_deref() == Some("bind")
-                || m.options()
-                    .iter()
-                    .flatten()
-                    .any(|o| o == "bind" || o == "rbind")
-        })
-        .filter_map(|m| Some((m.source().clone()?, m.destination().clone())))
-        .collect();
-    let config_devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|d| d.typ() == LinuxDeviceType::C)
-        .filter_map(|d| {
-            Some((
-                u32::try_from(d.major()).ok()?,
-                u32::try_from(d.minor()).ok()?,
-            ))
-        })
-        .collect();
-    Ok(CdiRequest {
-        devices: Vec::new(),
-        config_hooks,
-        config_binds,
-        config_devices,
-    })
 }
 
 fn env_of(spec: &Spec) -> Vec<String> {
@@ -166,7 +103,7 @@ pub fn plan_for(
             names.push(name);
         }
     }
-    let mut cdi = config_cdi_request(spec)?;
+    let mut cdi = gpu::cdi::config_request(spec)?;
     let wants_nvidia = request.as_ref().is_some_and(|r| r.devices.is_some());
     if !wants_nvidia && names.is_empty() && cdi.is_empty() {
         return Ok(None);

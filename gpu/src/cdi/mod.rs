@@ -20,8 +20,10 @@ pub mod spec;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use crate::request::CdiDeviceName;
+use compile::{nvidia_hooks, CdiRequest};
 
 /// Annotations whose key starts with this name CDI devices (values: comma-separated qualified
 /// names), as containerd, CRI-O and the NVIDIA runtime read them.
@@ -52,6 +54,73 @@ pub fn annotation_devices(
         }
     }
     Ok(names)
+}
+
+/// `(path, args)` of every hook in the spec.
+fn spec_hooks(spec: &Spec) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
+    let hooks = spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let lists = hooks.into_iter().flat_map(|h| {
+        [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+            h.poststart(),
+            h.poststop(),
+        ]
+    });
+    lists.flatten().flatten().map(|hook| {
+        (
+            hook.path().to_string_lossy().into_owned(),
+            hook.args().clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// The CDI part of the request in config.json: the NVIDIA hooks and the bind mounts and
+/// character devices an engine that applies CDI edits itself already put there (the devices
+/// it names are resolved by the caller).
+pub fn config_request(spec: &Spec) -> Result<CdiRequest<'static>> {
+    let hooks: Vec<(String, Vec<String>)> = spec_hooks(spec).collect();
+    let config_hooks = nvidia_hooks(hooks.iter().map(|(p, a)| (p.as_str(), a.as_slice())))?;
+    let config_binds = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            spec::is_bind_mount(
+                m.typ().as_deref(),
+                m.options().as_deref().unwrap_or_default(),
+            )
+        })
+        .filter_map(|m| Some((m.source().clone()?, m.destination().clone())))
+        .collect();
+    let config_devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|d| d.typ() == LinuxDeviceType::C)
+        .filter_map(|d| {
+            Some((
+                u32::try_from(d.major()).ok()?,
+                u32::try_from(d.minor()).ok()?,
+            ))
+        })
+        .collect();
+    Ok(CdiRequest {
+        devices: Vec::new(),
+        config_hooks,
+        config_binds,
+        config_devices,
+    })
+}
+
+/// Whether config.json holds NVIDIA CDI hooks (cheap; nothing is parsed).
+pub fn has_nvidia_hooks(spec: &Spec) -> bool {
+    spec_hooks(spec).any(|(path, args)| hooks::is_nvidia_hook(&path, &args))
 }
 
 #[cfg(test)]

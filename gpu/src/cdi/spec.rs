@@ -143,11 +143,17 @@ pub struct MountEdit {
 impl MountEdit {
     /// Whether this binds a host path (type `bind`/none with a bind option, or type `bind`).
     pub fn is_bind(&self) -> bool {
-        match self.kind.as_deref() {
-            Some("bind") => true,
-            None | Some("") => self.options.iter().any(|o| o == "bind" || o == "rbind"),
-            Some(_) => false,
-        }
+        is_bind_mount(self.kind.as_deref(), &self.options)
+    }
+}
+
+/// Whether a mount of type `kind` with `options` binds a host path (OCI: type `bind`, or no
+/// type and a `bind`/`rbind` option).
+pub fn is_bind_mount(kind: Option<&str>, options: &[String]) -> bool {
+    match kind {
+        Some("bind") => true,
+        None | Some("") => options.iter().any(|o| o == "bind" || o == "rbind"),
+        Some(_) => false,
     }
 }
 
