@@ -567,6 +567,17 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
     );
     assert_eq!(scratch.hook_runs(), "");
     rt.assert_clean(&bundle);
+
+    // Containers that name no CDI device never read the specs: the stale one does not matter.
+    let legacy = gpu_bundle(&rt, &inspect_script(), &["NVIDIA_VISIBLE_DEVICES=0"]).unwrap();
+    let report = run_ok(&rt, &legacy);
+    assert_eq!(
+        report.values("probe")["marker"],
+        "libcuda.so.1",
+        "{}",
+        report.raw
+    );
+    rt.assert_clean(&legacy);
 }
 
 #[test]
