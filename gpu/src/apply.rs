@@ -42,6 +42,8 @@ pub fn uses_user_namespace(spec: &Spec) -> bool {
 /// the plan's environment and additional groups to the process.
 pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
     edit_process(spec, plan);
+    remove_nvidia_cdi_hooks(spec);
+    pass_on_cdi_edits(spec, &plan.spec_edits)?;
     let bind_devices = uses_user_namespace(spec);
     let linux = spec
         .linux_mut()
@@ -86,6 +88,106 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
     Ok(())
 }
 
+/// Removes NVIDIA's CDI hooks (`nvidia-cdi-hook …`, `nvidia-ctk hook …`) from the spec: the
+/// plan does their work ([`crate::cdi::compile`]), so they never run.
+fn remove_nvidia_cdi_hooks(spec: &mut Spec) {
+    let Some(hooks) = spec.hooks_mut() else {
+        return;
+    };
+    let keep = |list: &Option<Vec<oci_spec::runtime::Hook>>| {
+        list.as_ref().map(|list| {
+            list.iter()
+                .filter(|hook| {
+                    let path = hook.path().to_string_lossy();
+                    let args = hook.args().clone().unwrap_or_default();
+                    !crate::cdi::hooks::is_nvidia_hook(&path, &args)
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let (prestart, create_runtime, create_container) = (
+        keep(hooks.prestart()),
+        keep(hooks.create_runtime()),
+        keep(hooks.create_container()),
+    );
+    let (start_container, poststart, poststop) = (
+        keep(hooks.start_container()),
+        keep(hooks.poststart()),
+        keep(hooks.poststop()),
+    );
+    #[allow(deprecated)]
+    hooks.set_prestart(prestart);
+    hooks.set_create_runtime(create_runtime);
+    hooks.set_create_container(create_container);
+    hooks.set_start_container(start_container);
+    hooks.set_poststart(poststart);
+    hooks.set_poststop(poststop);
+}
+
+/// Adds the CDI edits gpu-youki does not do itself, as the CDI library would: mounts replacing
+/// same-destination ones and the list sorted parents first, hooks appended to their lists,
+/// device nodes with their cgroup rules.
+fn pass_on_cdi_edits(spec: &mut Spec, edits: &crate::plan::SpecEdits) -> Result<()> {
+    if edits.is_empty() {
+        return Ok(());
+    }
+    if !edits.mounts.is_empty() {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for mount in &edits.mounts {
+            mounts.retain(|m| m.destination() != mount.destination());
+            mounts.push(mount.clone());
+        }
+        mounts.sort_by_key(|m| m.destination().components().count());
+        spec.set_mounts(Some(mounts));
+    }
+    if !edits.hooks.is_empty() {
+        let mut hooks = spec.hooks().clone().unwrap_or_default();
+        for (name, hook) in &edits.hooks {
+            let list = match name.as_str() {
+                #[allow(deprecated)]
+                "prestart" => hooks.prestart().clone(),
+                "createRuntime" => hooks.create_runtime().clone(),
+                "createContainer" => hooks.create_container().clone(),
+                "startContainer" => hooks.start_container().clone(),
+                "poststart" => hooks.poststart().clone(),
+                "poststop" => hooks.poststop().clone(),
+                other => anyhow::bail!("unknown CDI hook name {other}"),
+            };
+            let mut list = list.unwrap_or_default();
+            list.push(hook.clone());
+            match name.as_str() {
+                #[allow(deprecated)]
+                "prestart" => hooks.set_prestart(Some(list)),
+                "createRuntime" => hooks.set_create_runtime(Some(list)),
+                "createContainer" => hooks.set_create_container(Some(list)),
+                "startContainer" => hooks.set_start_container(Some(list)),
+                "poststart" => hooks.set_poststart(Some(list)),
+                _ => hooks.set_poststop(Some(list)),
+            };
+        }
+        spec.set_hooks(Some(hooks));
+    }
+    if !edits.devices.is_empty() {
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .context("config.json has no linux section")?;
+        let mut nodes = linux.devices().clone().unwrap_or_default();
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        for (node, rule) in &edits.devices {
+            nodes.retain(|n| n.path() != node.path());
+            nodes.push(node.clone());
+            rules.push(rule.clone());
+        }
+        resources.set_devices(Some(rules));
+        linux.set_resources(Some(resources));
+        linux.set_devices(Some(nodes));
+    }
+    Ok(())
+}
+
 /// Sets the plan's environment items (replacing same-named ones) and adds its groups.
 fn edit_process(spec: &mut Spec, plan: &GpuPlan) {
     if plan.env.is_empty() && plan.additional_gids.is_empty() {
@@ -120,7 +222,7 @@ pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
     for file in &plan.files {
         rootfs.write_file(&file.path, &file.content)?;
     }
-    for link in &plan.links {
+    for link in plan.links.iter().filter(|l| !in_container_dev(&l.path)) {
         rootfs.symlink(&link.target, &link.path)?;
     }
     for mount in &plan.mounts {
@@ -132,6 +234,12 @@ pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Links under `/dev` go to the container's `/dev` (a tmpfs libcontainer mounts over the
+/// rootfs's), so [`mount_into_container`] makes them after create.
+fn in_container_dev(path: &Path) -> bool {
+    path.starts_with("/dev")
 }
 
 fn target_mode(mount: &PlannedMount) -> u32 {
@@ -171,16 +279,16 @@ pub fn covered_files<'a>(
 pub fn ensure_dev_char_links(dev_root: &Path, plan: &GpuPlan) -> Result<()> {
     let dir = dev_root.join("dev/char");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dev = dev_root.join("dev");
     for device in &plan.devices {
         let link = dir.join(format!("{}:{}", device.major, device.minor));
         if link.symlink_metadata().is_ok() {
             continue;
         }
-        // `/dev/nvidia0` → `../nvidia0`, `/dev/nvidia-caps/nvidia-cap3` → `../nvidia-caps/…`.
-        let name = device
-            .path
-            .strip_prefix("/dev")
-            .context("a device outside /dev")?;
+        // Only nodes under the dev root (a CDI spec may name a node anywhere).
+        let Ok(name) = device.host_path.strip_prefix(&dev) else {
+            continue;
+        };
         let target = Path::new("..").join(name);
         match std::os::unix::fs::symlink(&target, &link) {
             Ok(()) => {}
@@ -221,11 +329,16 @@ pub fn mount_into_container(
 ) -> Result<()> {
     let mut attachments = Vec::new();
     for mount in plan.mounts.iter().chain(extra) {
-        let attrs = if mount.writable {
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
-        } else {
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-        };
+        let options = mount.bind_options();
+        let attrs = [
+            (options.read_only, MOUNT_ATTR_RDONLY),
+            (options.nosuid, MOUNT_ATTR_NOSUID),
+            (options.nodev, MOUNT_ATTR_NODEV),
+            (options.noexec, MOUNT_ATTR_NOEXEC),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |attrs, (_, flag)| attrs | flag);
         attachments.push(Attachment {
             tree: clone_tree(&mount.source, attrs)?,
             destination: mount.destination.clone(),
@@ -238,7 +351,11 @@ pub fn mount_into_container(
             attachments.push(device_attachment(device)?);
         }
     }
-    let proc_view = ProcViewMount::prepare(plan)?;
+    let proc_view = plan
+        .proc_view
+        .as_ref()
+        .map(ProcViewMount::prepare)
+        .transpose()?;
 
     let namespace = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .with_context(|| format!("cannot open the mount namespace of process {pid}"))?;
@@ -259,15 +376,30 @@ pub fn mount_into_container(
                 for attachment in &attachments {
                     attach(&root, attachment)?;
                 }
-                // The container's /dev (a tmpfs of libcontainer's) exists only now.
-                for link in &plan.device_links {
-                    root.symlink(&link.target, &link.path)?;
-                }
-                proc_view.attach(&root)
+                make_dev_links_and_modes(&root, plan)?;
+                proc_view.map_or(Ok(()), |view| view.attach(&root))
             })
             .join()
             .map_err(|_| anyhow!("the mount thread panicked"))?
     })
+}
+
+/// The plan's links under `/dev` (DRM by-path links) and the modes of its `chmod` hooks, made
+/// in the container's `/dev` now that it exists. A failed chmod is not an error (the toolkit
+/// ignores it too).
+fn make_dev_links_and_modes(root: &FsRoot, plan: &GpuPlan) -> Result<()> {
+    for link in plan.links.iter().filter(|l| in_container_dev(&l.path)) {
+        root.symlink(&link.target, &link.path)?;
+    }
+    for chmod in &plan.chmods {
+        let Some(fd) = root.open_at(&chmod.path, OFlags::RDONLY, Mode::empty())? else {
+            continue;
+        };
+        if let Err(err) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(chmod.mode)) {
+            tracing::warn!("cannot chmod {}: {err}", chmod.path.display());
+        }
+    }
+    Ok(())
 }
 
 fn device_attachment(device: &DeviceNode) -> Result<Attachment> {
@@ -377,8 +509,7 @@ struct ProcViewMount {
 }
 
 impl ProcViewMount {
-    fn prepare(plan: &GpuPlan) -> Result<Self> {
-        let view = &plan.proc_view;
+    fn prepare(view: &crate::plan::ProcView) -> Result<Self> {
         let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).context("cannot create a tmpfs")?;
         fsconfig_set_string(fs.as_fd(), "mode", "0755")?;
         fsconfig_set_string(fs.as_fd(), "size", "1m")?;
@@ -514,16 +645,13 @@ mod tests {
             links: Vec::new(),
             files: Vec::new(),
             removals: Vec::new(),
-            proc_view: crate::plan::ProcView {
-                host_dir: PathBuf::new(),
-                gpus: Vec::new(),
-                capabilities: Vec::new(),
-                all_capabilities: false,
-            },
+            proc_view: None,
             mig_devices: Vec::new(),
-            device_links: Vec::new(),
             env: vec!["A=new".to_string(), "B=1".to_string()],
             additional_gids: vec![44, 5, 109],
+            chmods: Vec::new(),
+            library_cache: Default::default(),
+            spec_edits: Default::default(),
         };
         edit_process(&mut spec, &plan);
         let process = spec.process().as_ref().unwrap();

@@ -17,6 +17,9 @@
 //!                       # /var/run/nvidia-container-devices (the device plugin's strategy)
 //! unprivileged-env = "accept" # or "ignore": device lists in the environment of containers
 //!                       # without CAP_SYS_ADMIN are ignored (multi-tenant nodes)
+//!
+//! [cdi]
+//! spec-dirs = ["/etc/cdi", "/var/run/cdi"]  # CDI spec directories; later ones take priority
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,34 @@ pub struct GpuConfig {
     /// Which ways of asking for GPUs are accepted.
     #[serde(default)]
     pub request: RequestConfig,
+    /// Where CDI specs are read.
+    #[serde(default)]
+    pub cdi: CdiConfig,
+}
+
+/// The `[cdi]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CdiConfig {
+    /// Directories of CDI spec files (`*.json`, `*.yaml`); a device defined in a later
+    /// directory overrides one of the same name in an earlier one.
+    #[serde(default = "default_spec_dirs")]
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+/// The CDI library's default spec directories: static, then dynamic (higher priority).
+pub const DEFAULT_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+
+fn default_spec_dirs() -> Vec<PathBuf> {
+    DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: default_spec_dirs(),
+        }
+    }
 }
 
 /// The `[request]` table.
@@ -202,6 +233,9 @@ mod tests {
             err.contains("unprivileged-env") && err.contains("accept") && err.contains("ignore"),
             "{err}"
         );
+        assert_eq!(config.cdi.spec_dirs, default_spec_dirs());
+        let config = GpuConfig::parse("[cdi]\nspec-dirs = [\"/x\"]\n").unwrap();
+        assert_eq!(config.cdi.spec_dirs, [PathBuf::from("/x")]);
     }
 
     #[test]

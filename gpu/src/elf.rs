@@ -13,9 +13,47 @@ use object::Endianness;
 /// The SONAME of the ELF shared library at `path`, `None` when it has none.
 pub fn soname(path: &Path) -> Result<Option<String>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    soname_of_file(file, path)
+}
+
+/// The SONAME of an open ELF file (opened inside a rootfs, say); `label` names it in errors.
+pub fn soname_of_file(file: File, label: &Path) -> Result<Option<String>> {
     let data = ReadCache::new(file);
     soname_from(&data)
-        .with_context(|| format!("cannot read the ELF dynamic section of {}", path.display()))
+        .with_context(|| format!("cannot read the ELF dynamic section of {}", label.display()))
+}
+
+/// The payload of the ELF note `NVIDIA Corporation` in section `section` of an open file (the
+/// CUDA forward-compatibility note of a compat libcuda), `None` when there is none.
+pub fn nvidia_note(file: File, section: &str, label: &Path) -> Result<Option<Vec<u8>>> {
+    let data = ReadCache::new(file);
+    let note = match object::FileKind::parse(&data)? {
+        object::FileKind::Elf64 => note_of::<elf::FileHeader64<Endianness>>(&data, section),
+        object::FileKind::Elf32 => note_of::<elf::FileHeader32<Endianness>>(&data, section),
+        other => Err(anyhow!("not an ELF file ({other:?})")),
+    };
+    note.with_context(|| format!("cannot read ELF section {section} of {}", label.display()))
+}
+
+fn note_of<H: FileHeader<Endian = Endianness>>(
+    data: &ReadCache<File>,
+    section: &str,
+) -> Result<Option<Vec<u8>>> {
+    let header = H::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    let Some((_, found)) = sections.section_by_name(endian, section.as_bytes()) else {
+        return Ok(None);
+    };
+    let Some(mut notes) = found.notes(endian, data)? else {
+        return Ok(None);
+    };
+    while let Some(note) = notes.next()? {
+        if note.name() == b"NVIDIA Corporation" {
+            return Ok(Some(note.desc().to_vec()));
+        }
+    }
+    Ok(None)
 }
 
 fn soname_from(data: &ReadCache<File>) -> Result<Option<String>> {

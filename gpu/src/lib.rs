@@ -8,11 +8,16 @@
 //! * [`inventory`]: what the host's driver offers, read from procfs, /dev and the driver's files;
 //! * [`plan`]: what one container gets, a pure function of request, inventory and rootfs facts;
 //! * [`apply`]: the plan carried out on the spec, the rootfs and the container's mounts;
+//! * [`cdi`]: CDI specs read, resolved and compiled into the same plan, NVIDIA's CDI hooks
+//!   done natively, and specs generated for this host;
+//! * [`compat`]: the image's CUDA forward-compatibility libraries;
 //! * [`driver`]: facts only the driver knows (the CUDA version), asked in process;
 //! * [`procfs`], [`pci`], [`elf`], [`ldcache`], [`fsroot`]: the parsers and file access they
 //!   build on.
 
 pub mod apply;
+pub mod cdi;
+pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod elf;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::compat::CudaCompat;
 use crate::fsroot::FsRoot;
 use crate::inventory::{
     is_driver_library_name, DeviceNode, DriverPart, Gpu, HostInventory, MigCapabilityNode,
@@ -17,6 +18,9 @@ use crate::request::{
     DeviceFeature, DeviceSelector, DriverCapability, GpuFacts, GpuRequest, HostFacts, Version,
     VisibleDevices, IMEX_CHANNELS, MIG_CONFIG_DEVICES, MIG_MONITOR_DEVICES,
 };
+
+/// The image's ld.so.cache, replaced by one holding the driver's libraries too.
+const LD_CACHE: &str = "/etc/ld.so.cache";
 
 /// The ld.so.conf.d drop-in that keeps the driver libraries when the container runs ldconfig.
 pub const LDCONF_DROPIN: &str = "/etc/ld.so.conf.d/00-gpu-youki.conf";
@@ -33,6 +37,8 @@ pub struct RootfsFacts {
     /// placed there before (empty mount targets and links), so a narrower or newer plan for a
     /// reused rootfs removes what it no longer gives.
     pub placed_before: Vec<PathBuf>,
+    /// The image's CUDA forward-compatibility libraries (`/usr/local/cuda/compat`).
+    pub cuda_compat: Option<CudaCompat>,
 }
 
 impl RootfsFacts {
@@ -59,6 +65,7 @@ impl RootfsFacts {
             library_dir,
             ld_cache: rootfs.read(Path::new("/etc/ld.so.cache"))?,
             placed_before,
+            cuda_compat: CudaCompat::read(rootfs)?,
         })
     }
 }
@@ -78,6 +85,89 @@ pub struct PlannedMount {
     /// binary (`docker run --gpus all IMAGE nvidia-smi`) passes the executable check made
     /// before the mounts exist.
     pub executable: bool,
+    /// Mount flags a CDI spec chose; `None` for the driver-file defaults (read-only unless
+    /// writable, always nosuid and nodev, noexec when writable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<BindOptions>,
+}
+
+/// The flags of a bind mount, as a CDI spec's mount options give them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BindOptions {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nosuid`.
+    pub nosuid: bool,
+    /// `nodev`.
+    pub nodev: bool,
+    /// `noexec`.
+    pub noexec: bool,
+}
+
+impl PlannedMount {
+    /// The flags the mount gets: its own options, or the driver-file defaults.
+    pub fn bind_options(&self) -> BindOptions {
+        self.options.unwrap_or(BindOptions {
+            read_only: !self.writable,
+            nosuid: true,
+            nodev: true,
+            noexec: self.writable,
+        })
+    }
+}
+
+/// A mode set on a path inside the container once its `/dev` exists (the toolkit's `chmod`
+/// hook, for device directories such as `/dev/dri`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedChmod {
+    /// The path inside the container.
+    pub path: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// What the plan adds to the image's ld.so.cache, and the directories its drop-in lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LibraryCache {
+    /// Directories for the drop-in, in search order (CUDA forward-compat libraries first).
+    pub dirs: Vec<PathBuf>,
+    /// Entries added ahead of the image's own; of two with the same SONAME the earlier wins.
+    #[serde(skip)]
+    pub entries: Vec<LdCacheEntry>,
+}
+
+impl LibraryCache {
+    /// Appends `other` (lower priority) to this one.
+    pub fn extend(&mut self, other: LibraryCache) {
+        for dir in other.dirs {
+            if !self.dirs.contains(&dir) {
+                self.dirs.push(dir);
+            }
+        }
+        self.entries.extend(other.entries);
+    }
+}
+
+/// Edits of the effective spec that gpu-youki passes on as they are, as the CDI library would:
+/// non-bind mounts, hooks other than NVIDIA's, device nodes that are not character devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpecEdits {
+    /// OCI mounts (tmpfs and the like), replacing spec mounts at the same destination.
+    pub mounts: Vec<oci_spec::runtime::Mount>,
+    /// OCI hooks: (lifecycle name, hook).
+    pub hooks: Vec<(String, oci_spec::runtime::Hook)>,
+    /// OCI device nodes with their cgroup rules.
+    pub devices: Vec<(
+        oci_spec::runtime::LinuxDevice,
+        oci_spec::runtime::LinuxDeviceCgroup,
+    )>,
+}
+
+impl SpecEdits {
+    /// Whether there is nothing to pass on.
+    pub fn is_empty(&self) -> bool {
+        self == &SpecEdits::default()
+    }
 }
 
 /// A symlink written into the rootfs.
@@ -131,23 +221,29 @@ pub struct GpuPlan {
     pub mig_devices: Vec<MigDevice>,
     /// Device nodes and their cgroup allow rules.
     pub devices: Vec<DeviceNode>,
-    /// Links made in the container's `/dev` once it exists (udev's
-    /// `/dev/dri/by-path/pci-<bus id>-{card,render}` for the granted DRM nodes).
-    pub device_links: Vec<PlannedLink>,
     /// Driver files bound into the container.
     pub mounts: Vec<PlannedMount>,
-    /// SONAME and development links next to the libraries.
+    /// SONAME and development links next to the libraries; links under `/dev` (DRM by-path
+    /// links, CDI's) are made in the container's `/dev` once it exists.
     pub links: Vec<PlannedLink>,
     /// `/etc/ld.so.cache` and the ld.so.conf.d drop-in.
     pub files: Vec<PlannedFile>,
     /// Driver files and links an earlier plan placed in this rootfs that this one does not give.
     pub removals: Vec<PathBuf>,
-    /// The container's `/proc/driver/nvidia`.
-    pub proc_view: ProcView,
+    /// The container's `/proc/driver/nvidia`; `None` when only other vendors' CDI devices were
+    /// asked for.
+    pub proc_view: Option<ProcView>,
     /// `KEY=VALUE` items set in the process environment, replacing the same keys.
     pub env: Vec<String>,
     /// Groups added to the process's additional GIDs (device nodes owned by a group).
     pub additional_gids: Vec<u32>,
+    /// Modes set in the container's `/dev` after create.
+    pub chmods: Vec<PlannedChmod>,
+    /// What `files` holds in `/etc/ld.so.cache` and the drop-in, kept to merge plans.
+    pub library_cache: LibraryCache,
+    /// CDI edits passed on to the effective spec unchanged.
+    #[serde(skip_serializing_if = "SpecEdits::is_empty")]
+    pub spec_edits: SpecEdits,
 }
 
 impl GpuPlan {
@@ -250,10 +346,10 @@ impl GpuPlan {
         features.iter().for_each(|d| add(&d.device));
         let graphics = request.capabilities.contains(DriverCapability::Graphics)
             || request.capabilities.contains(DriverCapability::Display);
-        let mut device_links = Vec::new();
+        let mut drm_links = Vec::new();
         if graphics {
             gpus.iter().flat_map(|g| &g.drm).for_each(&mut add);
-            device_links = gpus.iter().flat_map(|g| drm_by_path_links(g)).collect();
+            drm_links = gpus.iter().flat_map(|g| drm_by_path_links(g)).collect();
         }
         if control("nvidiactl").is_none() {
             bail!(
@@ -284,6 +380,7 @@ impl GpuPlan {
                     file.part,
                     DriverPart::UtilityBinary | DriverPart::ComputeBinary
                 ),
+                options: None,
             });
             if !file.part.is_library() {
                 continue;
@@ -317,43 +414,7 @@ impl GpuPlan {
             }
         }
 
-        let mut cache = match &rootfs.ld_cache {
-            Some(data) => LdCache::parse(data).context("invalid /etc/ld.so.cache in the image")?,
-            None => LdCache::default(),
-        };
-        // Entries an earlier plan added for the library directory are replaced, not kept: a
-        // real ldconfig over the directory after this plan would not list them either.
-        cache.entries.retain(|entry| {
-            entry.path.parent() != Some(library_dir.as_path())
-                || !is_driver_library_name(&entry.soname.to_string_lossy())
-        });
-        cache.merge_scanned_first(cache_entries);
-        let given: Vec<&Path> = mounts
-            .iter()
-            .map(|m| m.destination.as_path())
-            .chain(links.iter().map(|l| l.path.as_path()))
-            .collect();
-        let removals = rootfs
-            .placed_before
-            .iter()
-            .filter(|path| !given.contains(&path.as_path()))
-            .cloned()
-            .collect();
-        let dropin = format!(
-            "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n{}\n",
-            library_dir.display()
-        );
-        let files = vec![
-            PlannedFile {
-                path: PathBuf::from("/etc/ld.so.cache"),
-                content: cache.to_bytes()?,
-            },
-            PlannedFile {
-                path: PathBuf::from(LDCONF_DROPIN),
-                content: dropin.into_bytes(),
-            },
-        ];
-
+        links.extend(drm_links);
         // The groups of nodes not open to everyone, as CDI adds them (reference §2.13).
         let mut additional_gids: Vec<u32> = Vec::new();
         for device in &devices {
@@ -368,17 +429,16 @@ impl GpuPlan {
                 proc_gpus.push(gpu.bus_id.clone());
             }
         }
-        Ok(Some(GpuPlan {
+        let mut plan = GpuPlan {
             driver_version: inventory.driver_version.clone(),
             gpus: gpus.iter().map(|g| g.index).collect(),
             mig_devices: migs.into_iter().cloned().collect(),
             devices,
-            device_links,
             mounts,
             links,
-            files,
-            removals,
-            proc_view: ProcView {
+            files: Vec::new(),
+            removals: Vec::new(),
+            proc_view: Some(ProcView {
                 host_dir: inventory.proc_dir.clone(),
                 gpus: proc_gpus,
                 capabilities: if all_capabilities {
@@ -387,16 +447,98 @@ impl GpuPlan {
                     capabilities
                 },
                 all_capabilities,
-            },
+            }),
             env: Vec::new(),
             additional_gids,
-        }))
+            chmods: Vec::new(),
+            library_cache: LibraryCache {
+                dirs: vec![library_dir.clone()],
+                entries: cache_entries,
+            },
+            spec_edits: SpecEdits::default(),
+        };
+        if components.compute_libraries {
+            if let Some(compat) = &rootfs.cuda_compat {
+                if compat.usable_with(&inventory.driver_version) {
+                    plan.add_cuda_compat(compat);
+                }
+            }
+        }
+        plan.write_library_files(rootfs)?;
+        Ok(Some(plan))
+    }
+
+    /// Puts the image's CUDA forward-compatibility libraries ahead of the driver's in the
+    /// ld.so.cache (and the drop-in), with their SONAME links where the image lacks them.
+    pub fn add_cuda_compat(&mut self, compat: &CudaCompat) {
+        let mut first = compat.library_cache();
+        first.extend(std::mem::take(&mut self.library_cache));
+        self.library_cache = first;
+        for link in compat.missing_links() {
+            if !self.links.contains(&link) {
+                self.links.push(link);
+            }
+        }
+    }
+
+    /// Computes `files` (the ld.so.cache: the image's merged with [`GpuPlan::library_cache`],
+    /// and the drop-in) and `removals` from the rest of the plan.
+    pub fn write_library_files(&mut self, rootfs: &RootfsFacts) -> Result<()> {
+        let mut cache = match &rootfs.ld_cache {
+            Some(data) => LdCache::parse(data).context("invalid /etc/ld.so.cache in the image")?,
+            None => LdCache::default(),
+        };
+        // Entries an earlier plan added for the library directories are replaced, not kept: a
+        // real ldconfig over the directories after this plan would not list them either.
+        let dirs = &self.library_cache.dirs;
+        cache.entries.retain(|entry| {
+            !entry
+                .path
+                .parent()
+                .is_some_and(|p| dirs.iter().any(|d| d == p))
+                || !is_driver_library_name(&entry.soname.to_string_lossy())
+        });
+        cache.merge_scanned_first(self.library_cache.entries.iter().cloned());
+        let given: Vec<&Path> = self
+            .mounts
+            .iter()
+            .map(|m| m.destination.as_path())
+            .chain(self.links.iter().map(|l| l.path.as_path()))
+            .collect();
+        self.removals = rootfs
+            .placed_before
+            .iter()
+            .filter(|path| !given.contains(&path.as_path()))
+            .cloned()
+            .collect();
+        let mut dropin =
+            "# Written by gpu-youki: the NVIDIA driver libraries of this container.\n".to_string();
+        for dir in dirs {
+            dropin.push_str(&format!("{}\n", dir.display()));
+        }
+        let owned = [Path::new(LD_CACHE), Path::new(LDCONF_DROPIN)];
+        self.files.retain(|f| !owned.contains(&f.path.as_path()));
+        if self.library_cache == LibraryCache::default() {
+            return Ok(()); // only other vendors' CDI devices: the image's cache is left alone
+        }
+        let library_files = [
+            PlannedFile {
+                path: PathBuf::from(LD_CACHE),
+                content: cache.to_bytes()?,
+            },
+            PlannedFile {
+                path: PathBuf::from(LDCONF_DROPIN),
+                content: dropin.into_bytes(),
+            },
+        ];
+        self.files.splice(0..0, library_files);
+        Ok(())
     }
 }
 
 /// `libcuda.so → libcuda.so.1`, `libnvidia-opticalflow.so → …so.1` and
 /// `libGLX_indirect.so.0 → libGLX_nvidia.so.<version>`: (link name, target).
-fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
+pub(crate) fn development_link(file: &str, soname: &str) -> Option<(String, PathBuf)> {
     if soname == "libcuda.so.1" || soname == "libnvidia-opticalflow.so.1" {
         let name = soname.trim_end_matches(".1").to_string();
         return Some((name, PathBuf::from(soname)));
@@ -635,7 +777,7 @@ fn host_summary(gpus: &[Gpu], migs: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::DriverConfig;
     use crate::inventory::{DriverFile, FeatureDevice};
@@ -677,7 +819,7 @@ mod tests {
     }
 
     /// A host with `gpus` GPUs and one file of each interesting part.
-    fn inventory(gpus: u32) -> HostInventory {
+    pub(crate) fn inventory(gpus: u32) -> HostInventory {
         let majors = crate::procfs::parse_device_majors(
             "Character devices:\n195 nvidia\n508 nvidia-caps-imex-channels\n509 nvidia-caps\n510 nvidia-uvm\n\nBlock devices:\n",
         )
@@ -799,11 +941,12 @@ mod tests {
         inv
     }
 
-    fn debian() -> RootfsFacts {
+    pub(crate) fn debian() -> RootfsFacts {
         RootfsFacts {
             library_dir: PathBuf::from("/usr/lib/x86_64-linux-gnu"),
             ld_cache: None,
             placed_before: Vec::new(),
+            cuda_compat: None,
         }
     }
 
@@ -881,7 +1024,7 @@ mod tests {
             .map(|e| e.soname.to_string_lossy().into_owned())
             .collect();
         assert_eq!(keys, ["libnvidia-ml.so.1", "libcuda.so.1", "libcuda.so"]);
-        assert_eq!(plan.proc_view.gpus, ["0000:11:00.0"]);
+        assert_eq!(plan.proc_view.unwrap().gpus, ["0000:11:00.0"]);
     }
 
     #[test]
@@ -1044,12 +1187,12 @@ mod tests {
                 "/dev/nvidia-uvm-tools"
             ]
         );
-        assert_eq!(by_index.proc_view.gpus, ["0000:10:00.0"]);
+        assert_eq!(by_index.proc_view.as_ref().unwrap().gpus, ["0000:10:00.0"]);
         assert_eq!(
-            by_index.proc_view.capabilities,
+            by_index.proc_view.as_ref().unwrap().capabilities,
             ["gpu0/mig/gi2/access", "gpu0/mig/gi2/ci0/access"]
         );
-        assert!(!by_index.proc_view.all_capabilities);
+        assert!(!by_index.proc_view.as_ref().unwrap().all_capabilities);
         let by_uuid = plan(
             &["NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000021"],
             &inv,
@@ -1058,7 +1201,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            by_uuid.proc_view.capabilities,
+            by_uuid.proc_view.as_ref().unwrap().capabilities,
             ["gpu0/mig/gi2/access", "gpu0/mig/gi2/ci1/access"]
         );
         let legacy = plan(
@@ -1069,7 +1212,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            legacy.proc_view.capabilities,
+            legacy.proc_view.as_ref().unwrap().capabilities,
             ["gpu0/mig/gi1/access", "gpu0/mig/gi1/ci0/access"]
         );
         // A full GPU and a MIG device of it: one parent node, one proc directory.
@@ -1077,7 +1220,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(both.gpus, [0]);
-        assert_eq!(both.proc_view.gpus, ["0000:10:00.0"]);
+        assert_eq!(both.proc_view.as_ref().unwrap().gpus, ["0000:10:00.0"]);
         assert_eq!(
             device_names(&both)
                 .iter()
@@ -1120,7 +1263,7 @@ mod tests {
             assert!(names.contains(&node), "{node} in {names:?}");
         }
         assert!(!names.contains(&"/dev/nvidia-caps/nvidia-cap147".to_string()));
-        assert!(plan.proc_view.all_capabilities);
+        assert!(plan.proc_view.as_ref().unwrap().all_capabilities);
         let monitor = request(
             &["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=all"],
             true,
@@ -1202,8 +1345,9 @@ mod tests {
         assert!(!names.contains(&"/dev/dri/card1".to_string()), "{names:?}");
         assert_eq!(graphics.additional_gids, [44, 109]);
         let links: Vec<(String, String)> = graphics
-            .device_links
+            .links
             .iter()
+            .filter(|l| l.path.starts_with("/dev"))
             .map(|l| (l.path.display().to_string(), l.target.display().to_string()))
             .collect();
         assert_eq!(
@@ -1224,5 +1368,40 @@ mod tests {
             .unwrap();
         assert!(!device_names(&compute).iter().any(|n| n.contains("dri")));
         assert!(compute.additional_gids.is_empty());
+    }
+
+    #[test]
+    fn the_legacy_path_puts_newer_compat_libraries_first_for_compute_only() {
+        let mut rootfs = debian();
+        rootfs.cuda_compat = Some(CudaCompat {
+            dir: PathBuf::from(crate::compat::COMPAT_DIR),
+            libcuda_version: "590.10.01".to_string(),
+            note: None,
+            libraries: vec![crate::compat::CompatLibrary {
+                file: "libcuda.so.590.10.01".to_string(),
+                soname: "libcuda.so.1".to_string(),
+                soname_present: true,
+            }],
+        });
+        let target = |env: &[&str]| {
+            let plan = plan(env, &inventory(1), &rootfs).unwrap().unwrap();
+            let cache = LdCache::parse(&plan.files[0].content).unwrap();
+            cache
+                .entries
+                .iter()
+                .find(|e| e.soname == "libcuda.so.1")
+                .map(|e| e.path.display().to_string())
+        };
+        assert_eq!(
+            target(&["NVIDIA_VISIBLE_DEVICES=0"]).as_deref(),
+            Some("/usr/local/cuda/compat/libcuda.so.1")
+        );
+        assert_eq!(
+            target(&[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=utility"
+            ]),
+            None
+        );
     }
 }

@@ -231,9 +231,9 @@ impl Serialize for CdiDeviceName {
     }
 }
 
-/// Parses `vendor/class=name` with the CDI character sets: vendor letters, digits, `_`, `-`,
-/// `.`; class letters, digits, `_`, `-`; name letters, digits, `_`, `-`, `.`, `:`; each
-/// starting with a letter or digit.
+/// Parses `vendor/class=name` with the CDI character sets: vendor and class (since CDI 0.6.0)
+/// letters, digits, `_`, `-`, `.`; name letters, digits, `_`, `-`, `.`, `:`; each starting
+/// with a letter or digit.
 impl FromStr for CdiDeviceName {
     type Err = anyhow::Error;
 
@@ -252,7 +252,7 @@ impl FromStr for CdiDeviceName {
                 })
         };
         ensure!(
-            valid(vendor, &['.']) && valid(class, &[]) && valid(name, &['.', ':']),
+            valid(vendor, &['.']) && valid(class, &['.']) && valid(name, &['.', ':']),
             "CDI device name {} has characters CDI does not allow",
             quoted(text)
         );

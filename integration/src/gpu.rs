@@ -554,3 +554,59 @@ pub fn tree_diff(
     }
     diff
 }
+
+/// Puts a fake CUDA forward-compatibility libcuda into `rootfs`, as CUDA images ship it:
+/// `/usr/local/cuda/compat/libcuda.so.<version>` (built by gcc from the fake driver's sources,
+/// SONAME `libcuda.so.1`, marker `compat-<version>`, reporting CUDA `cuda_version`, working
+/// with a kernel module of `kernel_version`) and its `libcuda.so.1` link. With `note_drivers`,
+/// the library carries the `.note.cuda.fwd_compatibility` ELF note listing those branches.
+pub fn add_compat_libcuda(
+    rootfs: &Path,
+    version: &str,
+    kernel_version: &str,
+    cuda_version: u32,
+    note_drivers: Option<&[u32]>,
+) -> Result<()> {
+    let src = workspace_root().join("scripts/fake-driver.d");
+    let dir = rootfs.join("usr/local/cuda/compat");
+    fs::create_dir_all(&dir)?;
+    let note = dir.join("note.c");
+    // The note's JSON as `.byte`s, so no quoting survives two languages.
+    let payload = note_drivers.map(|drivers| {
+        let list: Vec<String> = drivers.iter().map(u32::to_string).collect();
+        let json = format!(
+            "{{\"format\":1,\"CUDA version\":\"13.1\",\"driver\":[{}]}}",
+            list.join(",")
+        );
+        let bytes: Vec<String> = json.bytes().map(|b| b.to_string()).collect();
+        bytes.join(",")
+    });
+    let note_source = match payload {
+        Some(bytes) => format!(
+            "__asm__(\".pushsection .note.cuda.fwd_compatibility,\\\"a\\\",@note\\n.balign 4\\n\
+             .long 19\\n.long 2f - 1f\\n.long 1\\n.asciz \\\"NVIDIA Corporation\\\"\\n\
+             .balign 4\\n1: .byte {bytes}\\n2: .balign 4\\n.popsection\\n\");\n"
+        ),
+        None => String::new(),
+    };
+    fs::write(&note, note_source)?;
+    let output = dir.join(format!("libcuda.so.{version}"));
+    let gcc = Command::new("gcc")
+        .args(["-O2", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"])
+        .arg(format!("-I{}", src.display()))
+        .arg(format!("-DFAKE_RM_VERSION=\"{kernel_version}\""))
+        .arg(format!("-DFAKE_CUDA_VERSION={cuda_version}"))
+        .arg(format!("-DFAKE_SONAME=\"compat-{version}\""))
+        .args(["lib.c", "cuda.c", "common.c"].map(|f| src.join(f)))
+        .arg(&note)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .context("cannot run gcc")?;
+    fs::remove_file(&note)?;
+    if !gcc.status.success() {
+        bail!("gcc failed: {}", String::from_utf8_lossy(&gcc.stderr));
+    }
+    std::os::unix::fs::symlink(format!("libcuda.so.{version}"), dir.join("libcuda.so.1"))?;
+    Ok(())
+}

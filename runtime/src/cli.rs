@@ -60,6 +60,35 @@ pub enum Command {
     /// Show the host's NVIDIA GPUs and driver files, or what a bundle's container would get.
     #[command(subcommand)]
     Gpu(GpuCommand),
+    /// Write a CDI spec for this host's GPUs, or list the CDI devices of the spec directories.
+    #[command(subcommand)]
+    Cdi(CdiCommand),
+}
+
+/// `gpu-youki cdi …`.
+#[derive(Subcommand, Debug)]
+pub enum CdiCommand {
+    /// A CDI spec for this host (kind nvidia.com/gpu: a device per GPU index and UUID, and
+    /// `all`), in the shape `nvidia-ctk cdi generate` writes, so other runtimes can use it too.
+    Generate {
+        /// Write it to this file (atomically, mode 0644) instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// yaml or json; from the extension of --output when not given, else yaml.
+        #[arg(long, value_enum)]
+        format: Option<CdiFormat>,
+    },
+    /// The CDI device names the spec directories define (and the spec files that were skipped).
+    List,
+}
+
+/// A CDI spec file format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CdiFormat {
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
 }
 
 /// `gpu-youki gpu …`: read-only views of the GPU stage.

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gpu::apply;
+use gpu::cdi::compile;
+use gpu::cdi::hooks::is_nvidia_hook;
+use gpu::cdi::registry::Registry;
 use gpu::config::{GpuConfig, UnprivilegedEnv};
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
@@ -41,6 +44,8 @@ fn may_request(spec: &Spec) -> Result<bool> {
         .flatten()
         .map(|m| m.destination().as_path());
     Ok(volumes::mentions_device_list(destinations)
+        || gpu::cdi::has_device_annotations(spec.annotations().as_ref())
+        || gpu::cdi::has_nvidia_hooks(spec)
         || GpuRequest::from_env(&env_of(spec))?.is_some())
 }
 
@@ -127,33 +132,84 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         .with_context(|| format!("rootfs {} does not exist", path.display()))
 }
 
-/// The plan for `spec`; `None` when it asks for no NVIDIA GPU.
+/// The plan for `spec`; `None` when it asks for no GPU and no CDI device. The NVIDIA request
+/// of the environment gives the base plan; CDI devices (named in `cdi.k8s.io/*` annotations or
+/// as `vendor/class=name` in `NVIDIA_VISIBLE_DEVICES`, resolved through the spec directories,
+/// read only then) and NVIDIA's hooks in config.json are compiled into it. `inventory` is read
+/// here when not given and something needs it (an NVIDIA request or NVIDIA hooks).
 pub fn plan_for(
     spec: &Spec,
     bundle: &Path,
     config: &GpuConfig,
-    inventory: &HostInventory,
+    inventory: Option<&HostInventory>,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
-    let Some(request) = request_of(spec, config)? else {
+    let request = request_of(spec, config)?;
+    let mut names = request
+        .as_ref()
+        .map(|r| r.cdi_devices.clone())
+        .unwrap_or_default();
+    for name in gpu::cdi::annotation_devices(spec.annotations().as_ref())? {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut cdi = gpu::cdi::config_request(spec)?;
+    let wants_nvidia = request.as_ref().is_some_and(|r| r.devices.is_some());
+    if !wants_nvidia && names.is_empty() && cdi.is_empty() {
         return Ok(None);
-    };
+    }
     let rootfs = FsRoot::open(&rootfs_of(spec, bundle)?)?;
     let facts = RootfsFacts::read(&rootfs)?;
-    let cuda = request
-        .needed_facts()
-        .cuda
-        .then(|| cuda_version(inventory))
-        .flatten();
-    let identified;
-    let inventory = if request.needs_mig_identities() {
-        let mut copy = inventory.clone();
-        identify_mig_devices(&mut copy)?;
-        identified = copy;
-        &identified
+    let registry = Registry::read(if names.is_empty() {
+        &[]
     } else {
-        inventory
+        &config.cdi.spec_dirs
+    });
+    cdi.devices = names
+        .iter()
+        .map(|name| registry.resolve(name))
+        .collect::<Result<_>>()?;
+    let nvidia_hooks = !cdi.config_hooks.is_empty()
+        || cdi.devices.iter().any(|d| {
+            [&d.device.container_edits, d.spec_edits]
+                .iter()
+                .flat_map(|e| &e.hooks)
+                .any(|h| is_nvidia_hook(&h.path, &h.args))
+        });
+    let read;
+    let inventory = match inventory {
+        Some(inventory) => Some(inventory),
+        None if wants_nvidia || nvidia_hooks => {
+            read = HostInventory::read(&config.driver)?;
+            Some(&read)
+        }
+        None => None,
     };
-    Ok(GpuPlan::new(&request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
+    let base = match (&request, inventory) {
+        (Some(request), Some(inventory)) if wants_nvidia => {
+            let cuda = request
+                .needed_facts()
+                .cuda
+                .then(|| cuda_version(inventory))
+                .flatten();
+            let identified;
+            let inventory = if request.needs_mig_identities() {
+                let mut copy = inventory.clone();
+                identify_mig_devices(&mut copy)?;
+                identified = copy;
+                &identified
+            } else {
+                inventory
+            };
+            GpuPlan::new(request, inventory, &facts, cuda)?
+        }
+        _ => None,
+    };
+    if cdi.is_empty() {
+        return Ok(base.map(|plan| (plan, rootfs)));
+    }
+    let plan = compile::compile(base, &cdi, &facts, &compile::Host, inventory)?;
+    Ok(Some((plan, rootfs)))
 }
 
 /// Asks the host's NVML (in process) for the MIG devices' indices and UUIDs; a no-op on a
@@ -198,8 +254,7 @@ impl GpuStage {
             return Ok(None);
         }
         let config = GpuConfig::load()?;
-        let inventory = HostInventory::read(&config.driver)?;
-        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, &inventory)? else {
+        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, None)? else {
             return Ok(None);
         };
         let bind_devices = apply::uses_user_namespace(spec);
@@ -259,6 +314,7 @@ impl GpuStage {
                 directory: false,
                 writable: false,
                 executable: false,
+                options: None,
             });
         }
         apply::mount_into_container(pid.as_raw(), &self.plan, &extra, self.bind_devices)?;

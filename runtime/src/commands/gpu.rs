@@ -31,9 +31,9 @@ pub fn gpu(command: GpuCommand) -> Result<()> {
         GpuCommand::Plan { bundle, format } => {
             let bundle = absolute(&bundle)?;
             let spec = load_bundle_spec(&bundle)?;
-            let Some((plan, _)) = plan_for(&spec, &bundle, &config, &inventory)? else {
+            let Some((plan, _)) = plan_for(&spec, &bundle, &config, Some(&inventory))? else {
                 bail!(
-                    "{}/config.json asks for no NVIDIA GPU: the container gets nothing",
+                    "{}/config.json asks for no GPU and no CDI device: the container gets nothing",
                     bundle.display()
                 );
             };
@@ -212,7 +212,7 @@ fn plan_table(plan: &GpuPlan) -> String {
         );
     }
     let _ = writeln!(out, "\nLINKS");
-    for link in plan.links.iter().chain(&plan.device_links) {
+    for link in &plan.links {
         let _ = writeln!(
             out,
             "  {} -> {}",
@@ -232,16 +232,20 @@ fn plan_table(plan: &GpuPlan) -> String {
     let _ = writeln!(
         out,
         "\n/proc/driver/nvidia/gpus: {}",
-        plan.proc_view.gpus.join(", ")
+        plan.proc_view
+            .as_ref()
+            .map_or("-".to_string(), |v| v.gpus.join(", "))
     );
-    if plan.proc_view.all_capabilities {
-        let _ = writeln!(out, "/proc/driver/nvidia/capabilities: all");
-    } else if !plan.proc_view.capabilities.is_empty() {
-        let _ = writeln!(
-            out,
-            "/proc/driver/nvidia/capabilities: {}",
-            plan.proc_view.capabilities.join(", ")
-        );
+    if let Some(view) = &plan.proc_view {
+        if view.all_capabilities {
+            let _ = writeln!(out, "/proc/driver/nvidia/capabilities: all");
+        } else if !view.capabilities.is_empty() {
+            let _ = writeln!(
+                out,
+                "/proc/driver/nvidia/capabilities: {}",
+                view.capabilities.join(", ")
+            );
+        }
     }
     out
 }

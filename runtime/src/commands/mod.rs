@@ -1,6 +1,7 @@
 //! One file per subcommand, as in youki; this module holds what they share: the state root,
 //! loading a container by id, and turning CLI paths into absolute ones.
 
+mod cdi;
 mod create;
 mod delete;
 mod events;
@@ -54,6 +55,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<ExitCode> {
         Command::List(args) => list::list(args, &root()?).map(ok),
         Command::Events(args) => events::events(args, &root()?).map(ok),
         Command::Gpu(command) => gpu::gpu(command).map(ok),
+        Command::Cdi(command) => cdi::cdi(command).map(ok),
     }
 }
 

@@ -1,0 +1,646 @@
+//! CDI, end to end on the fake driver: specs of the shape `nvidia-ctk cdi generate` writes and
+//! of another vendor, requested by annotation and in `NVIDIA_VISIBLE_DEVICES`, applied without
+//! running a single hook; `gpu-youki cdi generate` output used as a spec; spec directory
+//! priority; stale specs; CUDA forward-compatibility libraries in the image.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use integration::bundle::{unique, Bundle};
+use integration::gpu::{
+    cache_target, fixtures, gpu_bundle, inspect_script, script, FakeDriver, GpuRuntime, Report,
+    INSPECT, LIB_DIR,
+};
+use serde_json::json;
+
+/// A scratch directory for spec dirs, the marker hook and configs; removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(unique("gpu-youki-cdi"));
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A gpu-youki config for `driver` whose CDI spec dirs are `dirs` (under the scratch dir).
+    fn runtime(&self, driver: &FakeDriver, dirs: &[&str]) -> GpuRuntime {
+        let dirs: Vec<String> = dirs
+            .iter()
+            .map(|d| {
+                let path = self.path(d);
+                fs::create_dir_all(&path).unwrap();
+                format!("{:?}", path.display().to_string())
+            })
+            .collect();
+        let config = self.path(&format!("config-{}.toml", unique("c")));
+        let text = fs::read_to_string(driver.config()).unwrap();
+        fs::write(
+            &config,
+            format!("{text}\n[cdi]\nspec-dirs = [{}]\n", dirs.join(", ")),
+        )
+        .unwrap();
+        GpuRuntime::with_config(config)
+    }
+
+    /// A stand-in for `nvidia-cdi-hook` that records every run; gpu-youki must never run it.
+    fn marker_hook(&self) -> PathBuf {
+        let bin = self.path("bin");
+        fs::create_dir_all(&bin).unwrap();
+        let hook = bin.join("nvidia-cdi-hook");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n",
+                self.path("hook-runs").display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        hook
+    }
+
+    /// What the marker hook recorded (empty when it never ran).
+    fn hook_runs(&self) -> String {
+        fs::read_to_string(self.path("hook-runs")).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A spec for `driver` of exactly the shape `nvidia-ctk cdi generate --driver-root D
+/// --dev-root D` (1.17–1.20) writes, with `hook` as the hook program.
+fn nvidia_ctk_spec(driver: &FakeDriver, hook: &Path) -> String {
+    let root = &driver.root;
+    let version = driver.version();
+    let hook = |args: &str| {
+        format!(
+            "  - hookName: createContainer\n    path: {}\n    args: [nvidia-cdi-hook, {args}]\n    \
+             env: [NVIDIA_CTK_DEBUG=false]\n",
+            hook.display()
+        )
+    };
+    // A device node entry, its list item at `indent` spaces.
+    let node = |name: &str, indent: usize| {
+        let pad = " ".repeat(indent);
+        format!(
+            "{pad}- path: /dev/{name}\n{pad}  hostPath: {}/dev/{name}\n",
+            root.display()
+        )
+    };
+    let indented = |text: String| -> String { text.lines().map(|l| format!("  {l}\n")).collect() };
+    let mut devices = String::new();
+    for index in 0..driver.gpu_count() {
+        for name in [index.to_string(), driver.uuid(index)] {
+            devices.push_str(&format!(
+                "- name: \"{name}\"\n  containerEdits:\n    deviceNodes:\n{}    hooks:\n{}{}",
+                node(&format!("nvidia{index}"), 4),
+                // The DRM by-path links of a real GPU (the fake one has no DRM node).
+                indented(hook(&format!(
+                    "create-symlinks, --link, \"../card{index}::/dev/dri/by-path/pci-{}-card\"",
+                    driver.bus_id(index)
+                ))),
+                indented(hook("chmod, --mode, \"755\", --path, /dev/dri"))
+            ));
+        }
+    }
+    let all_nodes: String = (0..driver.gpu_count())
+        .map(|i| node(&format!("nvidia{i}"), 4))
+        .collect();
+    devices.push_str(&format!(
+        "- name: all\n  containerEdits:\n    deviceNodes:\n{all_nodes}"
+    ));
+    let mut mounts = String::new();
+    let mut mount = |host: PathBuf, options: &str| {
+        let container = Path::new("/").join(host.strip_prefix(root).unwrap());
+        mounts.push_str(&format!(
+            "  - hostPath: {}\n    containerPath: {}\n    options: [{options}]\n",
+            host.display(),
+            container.display()
+        ));
+    };
+    for dir in [LIB_DIR.to_string(), format!("{LIB_DIR}/vdpau")] {
+        let host_dir = root.join(dir.trim_start_matches('/'));
+        let mut names: Vec<String> = fs::read_dir(&host_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(&format!(".so.{version}")))
+            .collect();
+        names.sort();
+        for name in names {
+            mount(host_dir.join(name), "ro, nosuid, nodev, bind");
+        }
+    }
+    for bin in ["nvidia-smi", "nvidia-debugdump", "nvidia-persistenced"] {
+        mount(root.join("usr/bin").join(bin), "ro, nosuid, nodev, bind");
+    }
+    for gsp in ["gsp_ga10x.bin", "gsp_tu10x.bin"] {
+        mount(
+            root.join(format!("lib/firmware/nvidia/{version}/{gsp}")),
+            "ro, nosuid, nodev, bind",
+        );
+    }
+    mount(
+        root.join("run/nvidia-persistenced/socket"),
+        "ro, nosuid, nodev, bind, noexec",
+    );
+    let control: String = [
+        "nvidia-modeset",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        "nvidiactl",
+    ]
+    .iter()
+    .map(|n| node(n, 2))
+    .collect();
+    format!(
+        "---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n{devices}containerEdits:\n  \
+         env:\n  - NVIDIA_CTK_LIBCUDA_DIR={LIB_DIR}\n  - NVIDIA_VISIBLE_DEVICES=void\n  \
+         deviceNodes:\n{control}  hooks:\n{}{}{}{}{}  mounts:\n{mounts}",
+        hook(&format!(
+            "create-symlinks, --link, \"libcuda.so.1::{LIB_DIR}/libcuda.so\", --link, \
+             \"libGLX_nvidia.so.{version}::{LIB_DIR}/libGLX_indirect.so.0\""
+        )),
+        hook(&format!(
+            "enable-cuda-compat, --host-driver-version={version}"
+        )),
+        hook(&format!(
+            "update-ldcache, --folder, {LIB_DIR}, --folder, {LIB_DIR}/vdpau"
+        )),
+        hook("disable-device-node-modification"),
+        hook("update-application-profile"),
+    )
+}
+
+/// The probes for a CDI container: [`INSPECT`] plus links, env and the application profile.
+fn cdi_script() -> String {
+    let mut probes = INSPECT.to_vec();
+    probes.extend([
+        (
+            "links",
+            "cd /usr/lib/x86_64-linux-gnu && for l in libcuda.so libcuda.so.1 libGLX_indirect.so.0; do readlink $l; done",
+        ),
+        ("visible", "echo \"$NVIDIA_VISIBLE_DEVICES\""),
+        (
+            "profile",
+            "cat /etc/nvidia/nvidia-application-profiles-rc.d/10-container.conf",
+        ),
+        (
+            "drm",
+            "stat -c %a /dev/dri; for l in /dev/dri/by-path/*; do echo \"$l $(readlink $l)\"; done",
+        ),
+        ("shm", "stat -c %a /dev/shm"),
+    ]);
+    script(&probes)
+}
+
+fn run_ok(rt: &GpuRuntime, bundle: &Bundle) -> Report {
+    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
+    let report = Report::parse(&output.stdout);
+    assert!(
+        output.status.success(),
+        "run failed ({}): {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        report.raw
+    );
+    report
+}
+
+/// Asserts what a container given GPU `index` of `driver` by the nvidia-ctk spec sees.
+fn assert_nvidia_cdi_container(report: &Report, driver: &FakeDriver, index: usize) {
+    let mut expected = vec![
+        format!("nvidia{index}"),
+        "nvidia-modeset".to_string(),
+        "nvidia-uvm".to_string(),
+        "nvidia-uvm-tools".to_string(),
+        "nvidiactl".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(report.nvidia_devices(), expected, "{}", report.raw);
+    let probe = report.values("probe");
+    assert_eq!(report.rc("probe"), 0, "{}", report.raw);
+    assert_eq!(probe["marker"], "libcuda.so.1", "{}", report.raw);
+    assert_eq!(
+        probe["libcuda_file"],
+        format!("{LIB_DIR}/libcuda.so.{}", driver.version())
+    );
+    assert_eq!(probe["device_count"], "1", "{}", report.raw);
+    assert_eq!(
+        cache_target(report.out("cache"), "libcuda.so.1").as_deref(),
+        Some(&*format!("{LIB_DIR}/libcuda.so.1"))
+    );
+    assert_eq!(
+        cache_target(report.out("cache"), "libvdpau_nvidia.so.1").as_deref(),
+        Some(&*format!("{LIB_DIR}/vdpau/libvdpau_nvidia.so.1"))
+    );
+    assert_eq!(
+        report.lines("links"),
+        [
+            "libcuda.so.1".to_string(),
+            format!("libcuda.so.{}", driver.version()),
+            format!("libGLX_nvidia.so.{}", driver.version())
+        ]
+    );
+    assert_eq!(report.lines("procgpus"), [driver.bus_id(index)]);
+    assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+    assert_eq!(report.out("visible"), "void");
+    assert_eq!(
+        report.lines("drm"),
+        [
+            "755".to_string(),
+            format!(
+                "/dev/dri/by-path/pci-{}-card ../card{index}",
+                driver.bus_id(index)
+            )
+        ],
+        "{}",
+        report.raw
+    );
+    assert!(
+        report
+            .out("profile")
+            .contains(&format!("\"EGLVisibleDGPUDevices\", 0x{:x}]", 1 << index)),
+        "{}",
+        report.raw
+    );
+    let smi = report.lines("smi");
+    assert_eq!(smi.len(), 1, "{}", report.raw);
+    assert!(smi[0].contains(&driver.uuid(index)), "{}", report.raw);
+}
+
+#[test]
+fn an_nvidia_ctk_spec_by_annotation_runs_natively_with_no_hook() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["etc-cdi", "run-cdi"]);
+    let hook = scratch.marker_hook();
+    fs::write(
+        scratch.path("run-cdi/nvidia.yaml"),
+        nvidia_ctk_spec(&f.fake2, &hook),
+    )
+    .unwrap();
+    for (index, name) in [(1, "1".to_string()), (0, f.fake2.uuid(0))] {
+        let mut bundle = gpu_bundle(&rt, &cdi_script(), &[]).unwrap();
+        bundle.config["annotations"] =
+            json!({ "cdi.k8s.io/gpu": format!("nvidia.com/gpu={name}") });
+        bundle.save().unwrap();
+        let report = run_ok(&rt, &bundle);
+        assert_nvidia_cdi_container(&report, &f.fake2, index);
+        rt.assert_clean(&bundle);
+    }
+    assert_eq!(scratch.hook_runs(), "", "a hook process ran");
+}
+
+#[test]
+fn nvidia_hooks_already_in_config_json_are_done_natively() {
+    // Newer containerd and CRI-O apply CDI edits themselves: config.json then holds the
+    // spec's nodes, mounts, env and NVIDIA hooks. gpu-youki removes the hooks and does their work.
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["none"]);
+    let hook = scratch.marker_hook();
+    let mut bundle = gpu_bundle(&rt, &cdi_script(), &["NVIDIA_VISIBLE_DEVICES=void"]).unwrap();
+    let root = &f.fake2.root;
+    let version = f.fake2.version();
+    let mut mounts = bundle.config["mounts"].as_array().unwrap().clone();
+    let mut devices = Vec::new();
+    for name in [
+        "nvidiactl",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        "nvidia-modeset",
+        "nvidia1",
+    ] {
+        let minor = match name {
+            "nvidiactl" => 255,
+            "nvidia-modeset" => 254,
+            "nvidia-uvm" => 0,
+            "nvidia-uvm-tools" => 1,
+            _ => 1,
+        };
+        let major = if name.starts_with("nvidia-uvm") {
+            fs::read_to_string(root.join("proc/devices"))
+                .unwrap()
+                .lines()
+                .find(|l| l.ends_with(" nvidia-uvm"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<i64>().ok())
+                .unwrap()
+        } else {
+            195
+        };
+        devices.push(
+            json!({"path": format!("/dev/{name}"), "type": "c", "major": major,
+            "minor": minor, "fileMode": 0o666}),
+        );
+    }
+    for lib in ["libcuda", "libnvidia-ml"] {
+        let file = format!("{lib}.so.{version}");
+        mounts.push(
+            json!({"destination": format!("{LIB_DIR}/{file}"), "type": "bind",
+            "source": root.join("usr/lib/x86_64-linux-gnu").join(&file),
+            "options": ["ro", "nosuid", "nodev", "bind"]}),
+        );
+    }
+    mounts.push(json!({"destination": "/usr/bin/nvidia-smi", "type": "bind",
+        "source": root.join("usr/bin/nvidia-smi"), "options": ["ro", "nosuid", "nodev", "bind"]}));
+    bundle.config["mounts"] = json!(mounts);
+    bundle.config["linux"]["devices"] = json!(devices);
+    let rules: Vec<_> = devices
+        .iter()
+        .map(|d| json!({"allow": true, "type": "c", "major": d["major"], "minor": d["minor"], "access": "rwm"}))
+        .collect();
+    bundle.config["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .extend(rules);
+    let hook_entry = |args: &[&str]| {
+        let mut argv = vec!["nvidia-cdi-hook".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        json!({"path": hook, "args": argv, "env": ["NVIDIA_CTK_DEBUG=false"]})
+    };
+    bundle.config["hooks"] = json!({"createContainer": [
+        hook_entry(&["create-symlinks", "--link", &format!("libcuda.so.1::{LIB_DIR}/libcuda.so"),
+            "--link", &format!("libGLX_nvidia.so.{version}::{LIB_DIR}/libGLX_indirect.so.0")]),
+        hook_entry(&["update-ldcache", "--folder", LIB_DIR]),
+        hook_entry(&["disable-device-node-modification"]),
+        hook_entry(&["update-application-profile"]),
+        hook_entry(&["chmod", "--mode", "711", "--path", "/dev/shm"]),
+    ]});
+    bundle.save().unwrap();
+    let report = run_ok(&rt, &bundle);
+    let probe = report.values("probe");
+    assert_eq!(report.rc("probe"), 0, "{}", report.raw);
+    assert_eq!(probe["marker"], "libcuda.so.1");
+    assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
+    assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+    assert_eq!(report.out("shm"), "711", "the chmod hook's mode");
+    assert_eq!(
+        report.lines("links")[..2],
+        ["libcuda.so.1".to_string(), format!("libcuda.so.{version}")]
+    );
+    assert_eq!(scratch.hook_runs(), "", "a hook process ran");
+    rt.assert_clean(&bundle);
+}
+
+#[test]
+fn a_generated_spec_round_trips() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["etc-cdi", "run-cdi"]);
+    let output = scratch.path("run-cdi/nvidia.json");
+    rt.ok(&["cdi", "generate", "--output", output.to_str().unwrap()]);
+    let mode = fs::metadata(&output).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    let spec: serde_json::Value = serde_json::from_slice(&fs::read(&output).unwrap()).unwrap();
+    assert_eq!(spec["kind"], "nvidia.com/gpu");
+    assert_eq!(spec["cdiVersion"], "0.5.0");
+    let yaml = rt.ok(&["cdi", "generate"]);
+    assert!(
+        yaml.starts_with("---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\n"),
+        "{yaml}"
+    );
+    let mut names: Vec<String> = rt.ok(&["cdi", "list"]).lines().map(String::from).collect();
+    names.sort();
+    assert!(
+        names.contains(&"nvidia.com/gpu=all".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&format!("nvidia.com/gpu={}", f.fake2.uuid(1))));
+
+    let mut bundle = gpu_bundle(&rt, &inspect_script(), &[]).unwrap();
+    bundle.config["annotations"] =
+        json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={}", f.fake2.uuid(1)) });
+    bundle.save().unwrap();
+    let report = run_ok(&rt, &bundle);
+    assert_eq!(
+        report.values("probe")["marker"],
+        "libcuda.so.1",
+        "{}",
+        report.raw
+    );
+    assert_eq!(report.values("probe")["device_count"], "1");
+    assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
+    assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+    assert!(report.lines("smi")[0].contains(&f.fake2.uuid(1)));
+    rt.assert_clean(&bundle);
+}
+
+/// A spec of another vendor: a character device node (a copy of /dev/null's numbers, made with
+/// mknod in the scratch dir) and an environment variable saying which spec it came from.
+fn vendor_spec(node: &Path, from: &str) -> String {
+    json!({
+        "cdiVersion": "0.5.0",
+        "kind": "vendor.com/device",
+        "devices": [{"name": "x", "containerEdits": {
+            "env": [format!("VENDOR_FROM={from}")],
+            "deviceNodes": [{"path": "/dev/vendor-x", "hostPath": node}],
+        }}],
+    })
+    .to_string()
+}
+
+#[test]
+fn another_vendors_spec_in_the_env_and_dir_priority() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["etc-cdi", "run-cdi"]);
+    let node = scratch.path("vendor-x");
+    let status = Command::new("mknod")
+        .args([node.to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::write(
+        scratch.path("etc-cdi/vendor.json"),
+        vendor_spec(&node, "etc"),
+    )
+    .unwrap();
+    fs::write(
+        scratch.path("run-cdi/vendor.json"),
+        vendor_spec(&node, "run"),
+    )
+    .unwrap();
+    let probes = script(&[
+        ("from", "echo \"$VENDOR_FROM\""),
+        (
+            "node",
+            "stat -c '%F %t:%T' /dev/vendor-x && echo hi > /dev/vendor-x",
+        ),
+        (
+            "nvidia",
+            "ls /dev | grep -c nvidia; ls /proc/driver/nvidia/gpus | wc -l",
+        ),
+    ]);
+    let bundle = gpu_bundle(
+        &rt,
+        &probes,
+        &["NVIDIA_VISIBLE_DEVICES=vendor.com/device=x"],
+    )
+    .unwrap();
+    let report = run_ok(&rt, &bundle);
+    assert_eq!(report.out("from"), "run", "the later directory wins");
+    assert_eq!(
+        report.out("node"),
+        "character special file 1:3",
+        "{}",
+        report.raw
+    );
+    assert_eq!(report.rc("node"), 0);
+    assert_eq!(
+        report.lines("nvidia")[0],
+        "0",
+        "no NVIDIA device for another vendor"
+    );
+    rt.assert_clean(&bundle);
+
+    // The same name twice in one directory is a conflict, and resolves to nothing.
+    fs::write(
+        scratch.path("run-cdi/vendor-copy.json"),
+        vendor_spec(&node, "copy"),
+    )
+    .unwrap();
+    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("vendor.com/device=x is defined at the same priority"),
+        "{err}"
+    );
+    rt.assert_clean(&bundle);
+}
+
+#[test]
+fn stale_and_unresolvable_specs_fail_with_the_fix() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["etc-cdi"]);
+    let hook = scratch.marker_hook();
+    let stale_lib = f.fake2.root.join(format!(
+        "usr/lib/x86_64-linux-gnu/libcuda.so.{}",
+        f.fake2.version()
+    ));
+    let spec = nvidia_ctk_spec(&f.fake2, &hook).replace(
+        &format!("hostPath: {}", stale_lib.display()),
+        &format!("hostPath: {}", stale_lib.with_extension("999").display()),
+    );
+    let spec_path = scratch.path("etc-cdi/nvidia.yaml");
+    fs::write(&spec_path, spec).unwrap();
+    let mut bundle = gpu_bundle(&rt, &inspect_script(), &[]).unwrap();
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=0" });
+    bundle.save().unwrap();
+    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("stale"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for expected in [
+        spec_path.display().to_string(),
+        stale_lib.with_extension("999").display().to_string(),
+        format!("gpu-youki cdi generate --output {}", spec_path.display()),
+    ] {
+        assert!(line.contains(&expected), "{expected} not in {line}");
+    }
+    rt.assert_clean(&bundle);
+
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=7" });
+    bundle.save().unwrap();
+    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("unresolvable CDI device nvidia.com/gpu=7: no spec in ")
+            && err.contains(&scratch.path("etc-cdi").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(scratch.hook_runs(), "");
+    rt.assert_clean(&bundle);
+
+    // Containers that name no CDI device never read the specs: the stale one does not matter.
+    let legacy = gpu_bundle(&rt, &inspect_script(), &["NVIDIA_VISIBLE_DEVICES=0"]).unwrap();
+    let report = run_ok(&rt, &legacy);
+    assert_eq!(
+        report.values("probe")["marker"],
+        "libcuda.so.1",
+        "{}",
+        report.raw
+    );
+    rt.assert_clean(&legacy);
+}
+
+#[test]
+fn cuda_forward_compat_libraries_are_used_only_when_newer() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["run-cdi"]);
+    let host = f.fake2.version();
+    let spec = scratch.path("run-cdi/nvidia.yaml");
+    rt.ok(&["cdi", "generate", "--output", spec.to_str().unwrap()]);
+    let compat_file = |v: &str| format!("/usr/local/cuda/compat/libcuda.so.{v}");
+    let host_file = format!("{LIB_DIR}/libcuda.so.{host}");
+    // (compat version, note branches, by CDI annotation, the libcuda the loader must open)
+    let cases: [(&str, Option<&[u32]>, bool, String); 6] = [
+        ("590.10.01", None, false, compat_file("590.10.01")),
+        ("590.10.01", None, true, compat_file("590.10.01")),
+        ("575.51.03", None, false, host_file.clone()),
+        ("575.51.03", None, true, host_file.clone()),
+        (
+            "580.99.01",
+            Some(&[550, 580]),
+            false,
+            compat_file("580.99.01"),
+        ),
+        ("590.10.01", Some(&[550]), false, host_file.clone()),
+    ];
+    for (version, note, by_cdi, expected) in cases {
+        let env: &[&str] = if by_cdi {
+            &[]
+        } else {
+            &["NVIDIA_VISIBLE_DEVICES=0"]
+        };
+        let mut bundle = gpu_bundle(&rt, &inspect_script(), env).unwrap();
+        if by_cdi {
+            bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=0" });
+            bundle.save().unwrap();
+        }
+        integration::gpu::add_compat_libcuda(
+            &bundle.dir.join("rootfs"),
+            version,
+            host,
+            13010,
+            note,
+        )
+        .unwrap();
+        let report = run_ok(&rt, &bundle);
+        let probe = report.values("probe");
+        let case = format!("compat {version} note {note:?} cdi {by_cdi}");
+        assert_eq!(report.rc("probe"), 0, "{case}: {}", report.raw);
+        assert_eq!(probe["libcuda_file"], expected, "{case}: {}", report.raw);
+        let compat_used = expected.starts_with("/usr/local/cuda/compat");
+        let marker = if compat_used {
+            format!("compat-{version}")
+        } else {
+            "libcuda.so.1".into()
+        };
+        assert_eq!(probe["marker"], marker, "{case}");
+        assert_eq!(
+            probe["driver_version"],
+            if compat_used { "13010" } else { "13000" },
+            "{case}"
+        );
+        assert_eq!(report.out("params"), "ModifyDeviceFiles: 0", "{case}");
+        rt.assert_clean(&bundle);
+    }
+}
