@@ -638,20 +638,9 @@ mod tests {
             .unwrap();
         let mut spec = SpecBuilder::default().process(process).build().unwrap();
         let plan = GpuPlan {
-            driver_version: String::new(),
-            gpus: Vec::new(),
-            devices: Vec::new(),
-            mounts: Vec::new(),
-            links: Vec::new(),
-            files: Vec::new(),
-            removals: Vec::new(),
-            proc_view: None,
-            mig_devices: Vec::new(),
             env: vec!["A=new".to_string(), "B=1".to_string()],
             additional_gids: vec![44, 5, 109],
-            chmods: Vec::new(),
-            library_cache: Default::default(),
-            spec_edits: Default::default(),
+            ..GpuPlan::default()
         };
         edit_process(&mut spec, &plan);
         let process = spec.process().as_ref().unwrap();

@@ -210,8 +210,8 @@ pub struct ProcView {
     pub all_capabilities: bool,
 }
 
-/// Everything one container gets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Everything one container gets. The default is an empty plan, which CDI edits fill.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GpuPlan {
     /// The driver version the plan was made for.
     pub driver_version: String,

@@ -153,19 +153,7 @@ pub fn compile(
 fn empty_plan(driver: Option<&HostInventory>) -> GpuPlan {
     GpuPlan {
         driver_version: driver.map(|d| d.driver_version.clone()).unwrap_or_default(),
-        gpus: Vec::new(),
-        mig_devices: Vec::new(),
-        devices: Vec::new(),
-        mounts: Vec::new(),
-        links: Vec::new(),
-        files: Vec::new(),
-        removals: Vec::new(),
-        proc_view: None,
-        env: Vec::new(),
-        additional_gids: Vec::new(),
-        chmods: Vec::new(),
-        library_cache: LibraryCache::default(),
-        spec_edits: Default::default(),
+        ..GpuPlan::default()
     }
 }
 

@@ -15,8 +15,8 @@ pub const KNOWN_VERSIONS: &[&str] = &[
     "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0",
 ];
 
-/// The OCI lifecycle hook names a CDI hook may name.
-pub const HOOK_NAMES: &[&str] = &[
+/// The OCI lifecycle hook names (what a CDI hook may name, and `features` reports).
+pub const HOOK_NAMES: [&str; 6] = [
     "prestart",
     "createRuntime",
     "createContainer",

@@ -37,18 +37,7 @@ pub fn features() -> Result<()> {
     let features = FeaturesBuilder::default()
         .oci_version_min("1.0.0".to_string())
         .oci_version_max(OCI_VERSION_MAX.to_string())
-        .hooks(
-            [
-                "prestart",
-                "createRuntime",
-                "createContainer",
-                "startContainer",
-                "poststart",
-                "poststop",
-            ]
-            .map(String::from)
-            .to_vec(),
-        )
+        .hooks(gpu::cdi::spec::HOOK_NAMES.map(String::from).to_vec())
         .mount_options(MountOption::known_options())
         .linux(linux)
         .build()?;
