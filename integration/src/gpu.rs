@@ -200,6 +200,26 @@ impl GpuRuntime {
         (output, report)
     }
 
+    /// Runs a bundle that must succeed; returns what it printed.
+    pub fn run_ok(&self, bundle: &Bundle) -> Report {
+        let (output, report) = self.run_bundle(bundle);
+        assert!(
+            output.status.success(),
+            "run failed ({}): {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            report.raw
+        );
+        report
+    }
+
+    /// Runs a bundle that must fail; returns its stderr.
+    pub fn run_err(&self, bundle: &Bundle) -> String {
+        let (output, report) = self.run_bundle(bundle);
+        assert!(!output.status.success(), "ran: {}", report.raw);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// Runs a subcommand that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         self.rt.ok(args)

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use integration::bundle::{unique, Bundle};
+use integration::bundle::unique;
 use integration::gpu::{
     cache_target, fixtures, gpu_bundle, inspect_script, script, FakeDriver, GpuRuntime, Report,
     INSPECT, LIB_DIR,
@@ -205,19 +205,6 @@ fn cdi_script() -> String {
     script(&probes)
 }
 
-fn run_ok(rt: &GpuRuntime, bundle: &Bundle) -> Report {
-    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
-    let report = Report::parse(&output.stdout);
-    assert!(
-        output.status.success(),
-        "run failed ({}): {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        report.raw
-    );
-    report
-}
-
 /// Asserts what a container given GPU `index` of `driver` by the nvidia-ctk spec sees.
 fn assert_nvidia_cdi_container(report: &Report, driver: &FakeDriver, index: usize) {
     let mut expected = vec![
@@ -296,7 +283,7 @@ fn an_nvidia_ctk_spec_by_annotation_runs_natively_with_no_hook() {
         bundle.config["annotations"] =
             json!({ "cdi.k8s.io/gpu": format!("nvidia.com/gpu={name}") });
         bundle.save().unwrap();
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         assert_nvidia_cdi_container(&report, &f.fake2, index);
         rt.assert_clean(&bundle);
     }
@@ -379,7 +366,7 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
         hook_entry(&["chmod", "--mode", "711", "--path", "/dev/shm"]),
     ]});
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     let probe = report.values("probe");
     assert_eq!(report.rc("probe"), 0, "{}", report.raw);
     assert_eq!(probe["marker"], "libcuda.so.1");
@@ -423,7 +410,7 @@ fn a_generated_spec_round_trips() {
     bundle.config["annotations"] =
         json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={}", f.fake2.uuid(1)) });
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_eq!(
         report.values("probe")["marker"],
         "libcuda.so.1",
@@ -489,7 +476,7 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
         &["NVIDIA_VISIBLE_DEVICES=vendor.com/device=x"],
     )
     .unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_eq!(report.out("from"), "run", "the later directory wins");
     assert_eq!(
         report.out("node"),
@@ -570,7 +557,7 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
 
     // Containers that name no CDI device never read the specs: the stale one does not matter.
     let legacy = gpu_bundle(&rt, &inspect_script(), &["NVIDIA_VISIBLE_DEVICES=0"]).unwrap();
-    let report = run_ok(&rt, &legacy);
+    let report = rt.run_ok(&legacy);
     assert_eq!(
         report.values("probe")["marker"],
         "libcuda.so.1",
@@ -623,7 +610,7 @@ fn cuda_forward_compat_libraries_are_used_only_when_newer() {
             note,
         )
         .unwrap();
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         let probe = report.values("probe");
         let case = format!("compat {version} note {note:?} cdi {by_cdi}");
         assert_eq!(report.rc("probe"), 0, "{case}: {}", report.raw);

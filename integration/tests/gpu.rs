@@ -36,26 +36,6 @@ fn in_parallel<T: Send>(cases: Vec<T>, check: impl Fn(T) + Sync) {
     });
 }
 
-/// Runs the bundle in the foreground (`gpu-youki run`): its exit code and what it printed.
-fn run(rt: &GpuRuntime, bundle: &Bundle) -> (Output, Report) {
-    let output = rt.run(&["run", "-b", bundle.path(), &unique("gpu")]);
-    let report = Report::parse(&output.stdout);
-    (output, report)
-}
-
-/// Runs the bundle, which must succeed, and returns what it printed.
-fn run_ok(rt: &GpuRuntime, bundle: &Bundle) -> Report {
-    let (output, report) = run(rt, bundle);
-    assert!(
-        output.status.success(),
-        "run failed ({}): {}\n{}",
-        output.status,
-        stderr(&output),
-        report.raw
-    );
-    report
-}
-
 /// A GPU bundle running the [`INSPECT`] probes.
 fn inspect_bundle(rt: &GpuRuntime, env: &[&str]) -> Bundle {
     gpu_bundle(rt, &inspect_script(), env).unwrap()
@@ -274,7 +254,7 @@ fn devices_selected_by_index_uuid_bus_id_cdi_name_and_list() {
         let rt = GpuRuntime::new(d);
         let env = format!("NVIDIA_VISIBLE_DEVICES={value}");
         let bundle = inspect_bundle(&rt, &[&env]);
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         assert_sees_gpus(&report, d, &gpus);
         rt.assert_clean(&bundle);
     });
@@ -285,7 +265,7 @@ fn none_gives_the_driver_without_gpus() {
     let f = fixtures();
     let rt = GpuRuntime::new(&f.fake8);
     let bundle = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=none"]);
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_eq!(
         report.nvidia_devices(),
         expected_devices(&[], true, false),
@@ -333,7 +313,7 @@ fn no_request_leaves_spec_and_rootfs_untouched() {
         let bundle = inspect_bundle(rt, env);
         let config_before = fs::read(bundle.dir.join("config.json")).unwrap();
         let tree_before = tree_fingerprint(&rootfs(&bundle));
-        let report = run_ok(rt, &bundle);
+        let report = rt.run_ok(&bundle);
         assert_eq!(
             report.nvidia_devices(),
             Vec::<String>::new(),
@@ -440,7 +420,7 @@ fn capabilities_select_libraries_binaries_and_devices() {
         let rt = GpuRuntime::new(&f.fake2);
         let caps = format!("NVIDIA_DRIVER_CAPABILITIES={}", case.caps);
         let bundle = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all", &caps]);
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         let ctx = format!("{}:\n{}", case.caps, report.raw);
         assert_eq!(
             report.nvidia_devices(),
@@ -621,7 +601,7 @@ fn requirements_are_checked_against_the_driver() {
         let rt = GpuRuntime::new(&f.fake2);
         let Some(expected) = expected else {
             let bundle = inspect_bundle(&rt, env);
-            let report = run_ok(&rt, &bundle);
+            let report = rt.run_ok(&bundle);
             assert_sees_gpus(&report, &f.fake2, &[0, 1]);
             rt.assert_clean(&bundle);
             return;
@@ -650,7 +630,7 @@ fn legacy_cuda_image_gets_all_gpus_and_capabilities() {
     let f = fixtures();
     let rt = GpuRuntime::new(&f.fake2);
     let bundle = inspect_bundle(&rt, &["CUDA_VERSION=12.2.0"]);
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_eq!(
         report.nvidia_devices(),
         expected_devices(&[0, 1], true, true),
@@ -682,7 +662,7 @@ fn read_only_root_gets_the_driver() {
     let mut bundle = gpu_bundle(&rt, &script(&probes), &["NVIDIA_VISIBLE_DEVICES=all"]).unwrap();
     bundle.config["root"]["readonly"] = json!(true);
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_ne!(report.rc("write-root"), 0, "the root is not read-only");
     assert_sees_gpus(&report, &f.fake2, &[0, 1]);
     assert_eq!(
@@ -700,7 +680,7 @@ fn image_without_etc_gets_a_cache_and_drop_in() {
     let rt = GpuRuntime::new(&f.fake2);
     let bundle = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
     fs::remove_dir_all(rootfs(&bundle).join("etc")).unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     let probe = report.values("probe");
     assert_eq!(report.rc("probe"), 0, "{}", report.raw);
     assert_eq!(probe["marker"], "libcuda.so.1");
@@ -726,10 +706,10 @@ fn running_a_bundle_twice_leaves_identical_rootfs_files() {
     let f = fixtures();
     let rt = GpuRuntime::new(&f.fake2);
     let bundle = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
-    let first = run_ok(&rt, &bundle);
+    let first = rt.run_ok(&bundle);
     assert_eq!(first.values("probe")["device_count"], "2");
     let after_first = tree_fingerprint(&rootfs(&bundle));
-    let second = run_ok(&rt, &bundle);
+    let second = rt.run_ok(&bundle);
     assert_eq!(second.values("probe")["device_count"], "2");
     let after_second = tree_fingerprint(&rootfs(&bundle));
     assert_eq!(tree_diff(&after_first, &after_second), Vec::<String>::new());
@@ -750,7 +730,7 @@ fn a_narrower_request_on_a_reused_rootfs_shows_no_stale_libraries() {
             "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
         ],
     );
-    let first = run_ok(&rt, &bundle);
+    let first = rt.run_ok(&bundle);
     assert!(cache_target(first.out("cache"), "libcuda.so.1").is_some());
     let env = bundle.config["process"]["env"].as_array_mut().unwrap();
     env.retain(|e| {
@@ -760,7 +740,7 @@ fn a_narrower_request_on_a_reused_rootfs_shows_no_stale_libraries() {
     });
     env.push(json!("NVIDIA_DRIVER_CAPABILITIES=utility"));
     bundle.save().unwrap();
-    let second = run_ok(&rt, &bundle);
+    let second = rt.run_ok(&bundle);
     assert_eq!(second.rc("smi"), 0, "{}", second.raw);
     assert_eq!(
         cache_target(second.out("cache"), "libcuda.so.1"),
@@ -791,7 +771,7 @@ fn a_volume_on_etc_still_sees_the_gpu_cache() {
         "destination": "/etc", "type": "bind", "source": volume, "options": ["rbind", "rw"]
     }));
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_eq!(report.rc("probe"), 0, "{}", report.raw);
     assert_eq!(
         cache_target(report.out("cache"), "libcuda.so.1"),
@@ -841,7 +821,7 @@ fn a_tmpfs_on_run_does_not_break_the_gpu_stage() {
         "options": ["nosuid", "nodev", "mode=755"]
     }));
     bundle.save().unwrap();
-    let (output, report) = run(&rt, &bundle);
+    let (output, report) = rt.run_bundle(&bundle);
     assert!(
         output.status.success(),
         "a GPU container with a tmpfs on /run fails: {}",
@@ -868,7 +848,7 @@ fn user_namespace_container_gets_bound_device_nodes() {
     bundle.config["linux"]["uidMappings"] = mapping.clone();
     bundle.config["linux"]["gidMappings"] = mapping;
     bundle.save().unwrap();
-    let (output, report) = run(&rt, &bundle);
+    let (output, report) = rt.run_bundle(&bundle);
     assert!(
         output.status.success(),
         "user-namespace GPU container failed ({}): {}\n{}",
@@ -1137,7 +1117,7 @@ fn rootfs_on_a_read_only_filesystem_gets_the_driver() {
     let before = tree_fingerprint(&image);
     bundle.config["root"]["path"] = json!(ro);
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     let _ = Command::new("umount").arg(ro).status();
     assert_sees_gpus(&report, &f.fake2, &[0, 1]);
     assert_eq!(
@@ -1173,7 +1153,7 @@ fn device_list_volume_mounts_when_accepted() {
             "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]
         }));
         bundle.save().unwrap();
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         assert_sees_gpus(&report, &f.fake2, &gpus);
         rt.assert_clean(&bundle);
     }
@@ -1193,7 +1173,7 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
     let rt = GpuRuntime::with_config(config.clone());
     for env in ["NVIDIA_VISIBLE_DEVICES=all", "CUDA_VERSION=12.4.0"] {
         let bundle = inspect_bundle(&rt, &[env]);
-        let (output, report) = run(&rt, &bundle);
+        let (output, report) = rt.run_bundle(&bundle);
         assert!(output.status.success(), "{env}: {}", stderr(&output));
         assert_eq!(report.nvidia_devices(), Vec::<String>::new(), "{env}");
         if env.starts_with("NVIDIA_VISIBLE_DEVICES") {
@@ -1214,7 +1194,7 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
             "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]
         }));
     mounted.save().unwrap();
-    assert_sees_gpus(&run_ok(&rt, &mounted), &f.fake2, &[1]);
+    assert_sees_gpus(&rt.run_ok(&mounted), &f.fake2, &[1]);
     rt.assert_clean(&mounted);
     let mut privileged = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
     privileged.config["process"]["capabilities"]["bounding"]
@@ -1222,7 +1202,7 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
         .unwrap()
         .push(json!("CAP_SYS_ADMIN"));
     privileged.save().unwrap();
-    assert_sees_gpus(&run_ok(&rt, &privileged), &f.fake2, &[0, 1]);
+    assert_sees_gpus(&rt.run_ok(&privileged), &f.fake2, &[0, 1]);
     rt.assert_clean(&privileged);
     let _ = fs::remove_file(config);
 }

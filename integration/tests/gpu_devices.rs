@@ -46,25 +46,6 @@ fn bundle(rt: &GpuRuntime, open: &[&str], env: &[&str]) -> Bundle {
     gpu_bundle(rt, &probes(open, &[]), env).unwrap()
 }
 
-fn run_ok(rt: &GpuRuntime, bundle: &Bundle) -> Report {
-    let (output, report) = rt.run_bundle(bundle);
-    assert!(
-        output.status.success(),
-        "run failed ({}): {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        report.raw
-    );
-    report
-}
-
-/// Runs a bundle that must fail; returns its stderr.
-fn run_err(rt: &GpuRuntime, bundle: &Bundle) -> String {
-    let (output, report) = rt.run_bundle(bundle);
-    assert!(!output.status.success(), "ran: {}", report.raw);
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn nodes(report: &Report) -> Vec<&str> {
     report.lines("nodes")
 }
@@ -135,7 +116,7 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
         let ci_node = format!("/dev/nvidia-caps/nvidia-cap{}", device["ci_minor"]);
         let env = format!("NVIDIA_VISIBLE_DEVICES={request}");
         let bundle = bundle(&rt, &["/dev/nvidia0", &gi_node, &ci_node], &[&env]);
-        let report = run_ok(&rt, &bundle);
+        let report = rt.run_ok(&bundle);
         assert_nodes(
             &report,
             &["/dev/nvidia0", "/dev/nvidiactl", &gi_node, &ci_node],
@@ -214,10 +195,7 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
         ),
         "{plan}"
     );
-    let err = run_err(
-        &rt,
-        &gpu_bundle(&rt, "true", &["NVIDIA_VISIBLE_DEVICES=0:3"]).unwrap(),
-    );
+    let err = rt.run_err(&gpu_bundle(&rt, "true", &["NVIDIA_VISIBLE_DEVICES=0:3"]).unwrap());
     assert!(
         err.contains(
             "unknown device MIG device 0:3 (this host has 2 GPUs, indices 0-1, and 3 MIG devices)"
@@ -231,7 +209,7 @@ fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
     let d = fake_devices();
     let rt = GpuRuntime::new(d);
     let config = ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"];
-    let err = run_err(&rt, &bundle(&rt, &[], &config));
+    let err = rt.run_err(&bundle(&rt, &[], &config));
     assert!(
         err.contains("NVIDIA_MIG_CONFIG_DEVICES is allowed only in privileged containers"),
         "{err}"
@@ -250,7 +228,7 @@ fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
     let open: Vec<&str> = migs.iter().map(String::as_str).collect();
     let mut allowed = bundle(&rt, &open, &config);
     privileged(&mut allowed);
-    let report = run_ok(&rt, &allowed);
+    let report = rt.run_ok(&allowed);
     assert_nodes(&report, &open, &["/dev/nvidia-caps/nvidia-cap2"]);
     assert_opens(&report, open.len());
     let caps = report.lines("caps");
@@ -264,7 +242,7 @@ fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
         &["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=all"],
     );
     privileged(&mut monitor);
-    let report = run_ok(&rt, &monitor);
+    let report = rt.run_ok(&monitor);
     assert_nodes(
         &report,
         &["/dev/nvidia-caps/nvidia-cap2"],
@@ -281,7 +259,7 @@ fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
         ],
     );
     privileged(&mut on_mig);
-    let err = run_err(&rt, &on_mig);
+    let err = rt.run_err(&on_mig);
     assert!(
         err.contains("NVIDIA_MIG_MONITOR_DEVICES needs full GPUs visible, not MIG devices"),
         "{err}"
@@ -300,18 +278,15 @@ fn imex_channels_by_environment_and_volume_mount() {
         &[&c0, &c3],
         &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=0,3"],
     );
-    let report = run_ok(&rt, &by_env);
+    let report = rt.run_ok(&by_env);
     assert_nodes(&report, &[&c0, &c3], &[&c1]);
     assert_opens(&report, 2);
     // `all` from the environment is dropped.
-    let report = run_ok(
+    let report = rt.run_ok(&bundle(
         &rt,
-        &bundle(
-            &rt,
-            &[],
-            &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=all"],
-        ),
-    );
+        &[],
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=all"],
+    ));
     assert!(!report.out("nodes").contains("imex"), "{}", report.raw);
     // Channel 2 has no node on the host: a clear error, and no node is made.
     let missing = bundle(
@@ -319,7 +294,7 @@ fn imex_channels_by_environment_and_volume_mount() {
         &[],
         &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=2"],
     );
-    let err = run_err(&rt, &missing);
+    let err = rt.run_err(&missing);
     assert!(
         err.contains("NVIDIA_IMEX_CHANNELS: IMEX channel 2 has no node")
             && err.contains("gpu-youki never creates host device nodes"),
@@ -355,7 +330,7 @@ fn imex_channels_by_environment_and_volume_mount() {
             }));
     }
     by_mount.save().unwrap();
-    let report = run_ok(&rt, &by_mount);
+    let report = rt.run_ok(&by_mount);
     assert_nodes(&report, &[&c1, "/dev/nvidia1"], &[&c0, "/dev/nvidia0"]);
     assert_opens(&report, 1);
     rt.assert_clean(&by_mount);
@@ -392,7 +367,7 @@ fn gated_families_come_with_enabled_and_a_gpu() {
         ],
     )
     .unwrap();
-    let report = run_ok(&rt, &enabled);
+    let report = rt.run_ok(&enabled);
     assert_nodes(&report, &all_nodes, &[]);
     assert_opens(&report, all_nodes.len());
     assert_eq!(
@@ -409,7 +384,7 @@ fn gated_families_come_with_enabled_and_a_gpu() {
         ["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_GDS=true"],
         ["NVIDIA_VISIBLE_DEVICES=none", "NVIDIA_GDRCOPY=enabled"],
     ] {
-        let report = run_ok(&rt, &gpu_bundle(&rt, &probes(&[], &files), &env).unwrap());
+        let report = rt.run_ok(&gpu_bundle(&rt, &probes(&[], &files), &env).unwrap());
         assert_nodes(&report, &[], &all_nodes);
         assert_ne!(report.rc("cufile"), 0, "{env:?}: {}", report.raw);
     }
@@ -434,7 +409,7 @@ fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
         ],
     )
     .unwrap();
-    let report = run_ok(&rt, &graphics);
+    let report = rt.run_ok(&graphics);
     assert_nodes(
         &report,
         &["/dev/dri/card2", "/dev/dri/renderD130"],
@@ -456,7 +431,7 @@ fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
     );
     rt.assert_clean(&graphics);
     let compute = bundle(&rt, &[], &["NVIDIA_VISIBLE_DEVICES=1"]);
-    let report = run_ok(&rt, &compute);
+    let report = rt.run_ok(&compute);
     assert!(!report.out("nodes").contains("/dev/dri"), "{}", report.raw);
     assert_eq!(report.out("gids"), "0");
 }
@@ -483,7 +458,7 @@ fn user_namespace_container_gets_nested_nodes_bound() {
     bundle.config["linux"]["uidMappings"] = mapping.clone();
     bundle.config["linux"]["gidMappings"] = mapping;
     bundle.save().unwrap();
-    let report = run_ok(&rt, &bundle);
+    let report = rt.run_ok(&bundle);
     assert_nodes(&report, &nested, &["/dev/nvidia-caps/nvidia-cap23"]);
     assert_opens(&report, nested.len());
     rt.assert_clean(&bundle);

@@ -131,15 +131,7 @@ fn move_behind_link(bundle: &Bundle, path: &str, target: &Path, link: &Path) {
 
 /// Runs the bundle; it must succeed, with a working libcuda and GPU 0's node.
 fn run_with_gpu(rt: &GpuRuntime, bundle: &Bundle) -> Report {
-    let output = rt.run(&["run", "-b", bundle.path(), &unique("hostile")]);
-    let report = Report::parse(&output.stdout);
-    assert!(
-        output.status.success(),
-        "run failed ({}): {}\n{}",
-        output.status,
-        stderr(&output),
-        report.raw
-    );
+    let report = rt.run_ok(bundle);
     assert_eq!(report.rc("probe"), 0, "{}", report.raw);
     assert_eq!(report.values("probe")["marker"], "libcuda.so.1");
     assert_eq!(report.out("dev"), "character special file c3:0");
@@ -240,9 +232,7 @@ fn a_link_loop_is_refused_with_a_clear_error() {
     fs::remove_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
     symlink("loop-b", root.join("usr/lib/x86_64-linux-gnu")).unwrap();
     symlink("x86_64-linux-gnu", root.join("usr/lib/loop-b")).unwrap();
-    let output = rt.run(&["run", "-b", bundle.path(), &unique("loop")]);
-    assert!(!output.status.success(), "a link loop was accepted");
-    let err = stderr(&output);
+    let err = rt.run_err(&bundle);
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(
         last.contains("/usr/lib/x86_64-linux-gnu") && last.contains("symlink loop"),
