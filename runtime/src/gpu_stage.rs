@@ -4,6 +4,8 @@
 //! as a shadow bundle for libcontainer to build from; config.json is never modified. After
 //! libcontainer's create: the driver files and `/proc/driver/nvidia` view are mounted into the
 //! container, and its recorded state points at the user's bundle again.
+//! The GPU hooks engines add for `--gpus` ([`gpu::engine_hooks`]) are read as a request and left
+//! out of the effective spec, so that they never run, whether or not a GPU is asked for.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use gpu::apply;
 use gpu::config::GpuConfig;
+use gpu::engine_hooks;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
@@ -24,16 +27,20 @@ pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
 
 /// A GPU container being created: its plan and the shadow bundle libcontainer builds from.
 pub struct GpuStage {
-    plan: GpuPlan,
+    /// `None` when the container asks for no GPU but an engine's GPU hook had to be left out.
+    plan: Option<GpuPlan>,
     bind_devices: bool,
     /// Plan files a spec mount covers, bound from runtime-owned copies after create.
     covered: Vec<PlannedFile>,
     shadow: ShadowBundle,
 }
 
-/// Whether the spec could ask for a GPU at all; decided without reading any configuration,
-/// so containers without a request pay nothing.
+/// Whether the spec could ask for a GPU at all (or holds an engine's GPU hook to leave out);
+/// decided without reading any configuration, so containers without a request pay nothing.
 fn may_request(spec: &Spec) -> Result<bool> {
+    if engine_hooks::has_engine_hook(spec.hooks().as_ref()) {
+        return Ok(true);
+    }
     let destinations = spec
         .mounts()
         .iter()
@@ -50,10 +57,21 @@ fn env_of(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The request: the process environment, with the device list of `/dev/null` volume mounts
-/// taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those.
+/// Sets `KEY=VALUE` in `env`, in place of any value `KEY` had.
+fn replace_var(env: &mut Vec<String>, item: &str) {
+    let key = item.split_once('=').map_or(item, |(key, _)| key);
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(item.to_string());
+}
+
+/// The request: the process environment, with the request variables of an engine's GPU hook
+/// (`ctr run --gpus`) in place of the same variables, and the device list of `/dev/null` volume
+/// mounts taking the place of `NVIDIA_VISIBLE_DEVICES` when the configuration accepts those.
 pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
+    for item in engine_hooks::request_env(spec.hooks().as_ref())? {
+        replace_var(&mut env, &item);
+    }
     if config.request.volume_mounts {
         let mounts = spec.mounts().iter().flatten().filter_map(|m| {
             m.source()
@@ -61,9 +79,7 @@ pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>>
                 .map(|source| (source, m.destination().as_path()))
         });
         if let Some(list) = volumes::device_list(mounts) {
-            let key = format!("{VISIBLE_DEVICES}=");
-            env.retain(|e| !e.starts_with(&key));
-            env.push(format!("{key}{list}"));
+            replace_var(&mut env, &format!("{VISIBLE_DEVICES}={list}"));
         }
     }
     GpuRequest::from_env(&env)
@@ -84,9 +100,19 @@ pub fn plan_for(
     config: &GpuConfig,
     inventory: &HostInventory,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
-    let Some(request) = request_of(spec, config)? else {
-        return Ok(None);
-    };
+    match request_of(spec, config)? {
+        Some(request) => plan_request(&request, spec, bundle, inventory),
+        None => Ok(None),
+    }
+}
+
+/// The plan for `request`, made by the container of `spec`.
+fn plan_request(
+    request: &GpuRequest,
+    spec: &Spec,
+    bundle: &Path,
+    inventory: &HostInventory,
+) -> Result<Option<(GpuPlan, FsRoot)>> {
     let rootfs = FsRoot::open(&rootfs_of(spec, bundle)?)?;
     let facts = RootfsFacts::read(&rootfs)?;
     let cuda = request
@@ -94,7 +120,7 @@ pub fn plan_for(
         .cuda
         .then(|| cuda_version(inventory))
         .flatten();
-    Ok(GpuPlan::new(&request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
+    Ok(GpuPlan::new(request, inventory, &facts, cuda)?.map(|plan| (plan, rootfs)))
 }
 
 /// The driver's CUDA version through libcuda, `None` (unknown: requirements fail closed) when
@@ -121,9 +147,19 @@ impl GpuStage {
             return Ok(None);
         }
         let config = GpuConfig::load()?;
-        let inventory = HostInventory::read(&config.driver)?;
-        let Some((plan, rootfs)) = plan_for(spec, bundle, &config, &inventory)? else {
-            return Ok(None);
+        let mut effective = spec.clone();
+        if let Some(hooks) = effective.hooks_mut() {
+            engine_hooks::remove_engine_hooks(hooks);
+        }
+        let planned = match request_of(spec, &config)? {
+            Some(request) => {
+                let inventory = HostInventory::read(&config.driver)?;
+                plan_request(&request, spec, bundle, &inventory)?
+            }
+            None => None,
+        };
+        let Some((plan, rootfs)) = planned else {
+            return Self::without_gpu(spec, effective, bundle, state_root, id);
         };
         let bind_devices = apply::uses_user_namespace(spec);
         // A rootfs that cannot be written gets a writable overlay owned by gpu-youki.
@@ -132,7 +168,6 @@ impl GpuStage {
         } else {
             rootfs
         };
-        let mut effective = spec.clone();
         apply::edit_spec(&mut effective, &plan)?;
         absolutise(&mut effective, bundle, rootfs.path());
         apply::prepare_rootfs(&rootfs, &plan)?;
@@ -149,10 +184,31 @@ impl GpuStage {
             .cloned()
             .collect();
         Ok(Some(GpuStage {
-            plan,
+            plan: Some(plan),
             bind_devices,
             covered,
             shadow,
+        }))
+    }
+
+    /// A container without a GPU request: when an engine's GPU hook was left out of
+    /// `effective`, libcontainer builds from it (the hook must not run); else nothing to do.
+    fn without_gpu(
+        spec: &Spec,
+        mut effective: Spec,
+        bundle: &Path,
+        state_root: &Path,
+        id: &str,
+    ) -> Result<Option<Self>> {
+        if effective.hooks() == spec.hooks() {
+            return Ok(None);
+        }
+        absolutise(&mut effective, bundle, &rootfs_of(spec, bundle)?);
+        Ok(Some(GpuStage {
+            plan: None,
+            bind_devices: false,
+            covered: Vec::new(),
+            shadow: ShadowBundle::write(state_root, id, &effective)?,
         }))
     }
 
@@ -184,7 +240,9 @@ impl GpuStage {
                 executable: false,
             });
         }
-        apply::mount_into_container(pid.as_raw(), &self.plan, &extra, self.bind_devices)?;
+        if let Some(plan) = &self.plan {
+            apply::mount_into_container(pid.as_raw(), plan, &extra, self.bind_devices)?;
+        }
         fs::rename(
             self.shadow.dir.join("config.json"),
             container.root.join(EFFECTIVE_SPEC),
