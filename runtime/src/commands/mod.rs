@@ -14,6 +14,7 @@ mod pause;
 mod ps;
 mod resume;
 mod run;
+mod setup;
 mod spec;
 mod start;
 mod state;
@@ -54,6 +55,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<ExitCode> {
         Command::List(args) => list::list(args, &root()?).map(ok),
         Command::Events(args) => events::events(args, &root()?).map(ok),
         Command::Gpu(command) => gpu::gpu(command).map(ok),
+        Command::Setup(command) => setup::setup(command).map(ok),
     }
 }
 
