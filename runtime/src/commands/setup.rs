@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table};
 
+use super::absolute;
 use crate::cli::{SetupArgs, SetupCommand};
 
 const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
@@ -296,11 +297,10 @@ struct Placeholder {
 impl Placeholder {
     /// The placeholder `engine` needs, after checking that it may be installed.
     fn new(engine: &Engine, args: &SetupArgs) -> Result<Self> {
-        let path = args.placeholder_dir.join(engine.placeholder);
-        let log = args
-            .placeholder_log
-            .to_string_lossy()
-            .replace('\'', r"'\''");
+        // Absolute: the placeholder may be run from any directory.
+        let path = absolute(&args.placeholder_dir)?.join(engine.placeholder);
+        let log = absolute(&args.placeholder_log)?;
+        let log = log.to_string_lossy().replace('\'', r"'\''");
         let text = format!(
             "{PLACEHOLDER_MARK} for {name}, installed by `gpu-youki setup {engine}`.\n\
              #\n\
