@@ -348,6 +348,24 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
         )?;
     }
 
+    // `--gpus 0` asks for no GPU: the container gets none, and no placeholder runs.
+    let out = docker
+        .docker([
+            "run",
+            "--rm",
+            "--runtime",
+            Dockerd::RUNTIME,
+            "--gpus",
+            "0",
+            image,
+            "sh",
+            "-c",
+            "ls /dev | grep -c '^nvidia'; echo $NVIDIA_VISIBLE_DEVICES",
+        ])?
+        .success()
+        .context("docker run --gpus 0")?;
+    ensure!(out.stdout == "0\n\n", "--gpus 0: {out}");
+
     setkey_hook_kept(&docker, image).context("libnetwork-setkey beside --gpus")?;
     scratch.assert_placeholders_never_ran()?;
     docker.shutdown()
