@@ -77,6 +77,8 @@ pub fn setup(command: SetupCommand) -> Result<()> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(engine.default_config));
+    // A config that is a symbolic link is edited where it points, and stays a link.
+    let config = fs::canonicalize(&config).unwrap_or(config);
     let old = match fs::read_to_string(&config) {
         Ok(text) => Some(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
