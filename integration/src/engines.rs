@@ -107,6 +107,8 @@ pub struct TestImages {
     pub busybox: Image,
     /// The CRI sandbox ("pause") image: stays alive, exits 0 on SIGTERM.
     pub pause: Image,
+    /// The glibc test rootfs (dynamic loader, `ldconfig`, `cuda-probe`), for GPU containers.
+    pub glibc: Image,
 }
 
 /// Builds the test images with scripts/test-material (a no-op when they are up to date) and
@@ -136,6 +138,7 @@ pub fn test_images() -> Result<TestImages> {
     Ok(TestImages {
         busybox: image("busybox")?,
         pause: image("pause")?,
+        glibc: image("glibc")?,
     })
 }
 

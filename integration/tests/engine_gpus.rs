@@ -3,6 +3,8 @@
 //! setup's placeholder), containerd 1.6 `ctr run --gpus` (`nvidia-container-cli` placeholder on
 //! ctr's PATH) and CRI pods (`NVIDIA_VISIBLE_DEVICES`, the device plugin's `/dev/null` volume
 //! mounts, UpdateContainerResources, CDI annotations passed by `container_annotations`).
+//! Containers look at their `/dev/nvidia*` nodes and driver files (busybox image), and
+//! `cuda-probe` in the glibc image loads libcuda through the ld.so.cache and counts the GPUs.
 //! Each test first checks setup itself (dry run, kept content, backup, idempotency) on the
 //! harness's config, then starts the real daemon on what setup wrote. The placeholders must
 //! never run: gpu-youki leaves the engines' GPU hooks out of the container.
@@ -231,6 +233,20 @@ fn check_setup(
     Ok(())
 }
 
+/// Checks what `cuda-probe` printed in the glibc image: libcuda found through the ld.so.cache
+/// gpu-youki wrote, initialised, and seeing `count` GPUs.
+fn check_probe(what: &str, output: &str, count: usize) -> Result<()> {
+    let values: std::collections::BTreeMap<&str, &str> =
+        output.lines().filter_map(|l| l.split_once('=')).collect();
+    ensure!(
+        values.get("marker") == Some(&"libcuda.so.1")
+            && values.get("cuInit") == Some(&"0")
+            && values.get("device_count") == Some(&count.to_string().as_str()),
+        "{what}: cuda-probe printed:\n{output}"
+    );
+    Ok(())
+}
+
 /// The `ls /dev | grep ^nvidia` names of GPU nodes (`nvidiaN`), sorted.
 fn gpu_nodes(report: &Report) -> Vec<String> {
     let mut nodes: Vec<String> = report
@@ -299,8 +315,24 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
     let scratch = Scratch::new()?;
     let docker = Dockerd::start_with(&runtime, scratch.engine_setup(&runtime, "docker"))?;
     docker.load(&images.busybox)?;
+    docker.load(&images.glibc)?;
     let image = images.busybox.reference.as_str();
     let probes = script(PROBES);
+
+    let out = docker
+        .docker([
+            "run",
+            "--rm",
+            "--runtime",
+            Dockerd::RUNTIME,
+            "--gpus",
+            "all",
+            &images.glibc.reference,
+            "cuda-probe",
+        ])?
+        .success()
+        .context("cuda-probe with --gpus all")?;
+    check_probe("docker --gpus all", &out.stdout, 8)?;
 
     let compute_utility = ["libcuda.so.1", "libnvidia-ml.so.1"];
     for (gpus, expected, present, absent) in [
@@ -435,7 +467,20 @@ fn containerd_gpus_through_gpu_youki_setup() -> Result<()> {
         scratch.engine_setup(&runtime, "containerd"),
     )?;
     ctrd.import(&ctrd.namespace(), &images.busybox)?;
+    ctrd.import(&ctrd.namespace(), &images.glibc)?;
     let image = images.busybox.reference.as_str();
+
+    let out = engines::run(&mut ctrd.ctr_run(&[
+        "--rm",
+        "--gpus",
+        "3",
+        &images.glibc.reference,
+        "probe",
+        "cuda-probe",
+    ]))?
+    .success()
+    .context("cuda-probe with ctr run --gpus 3")?;
+    check_probe("ctr run --gpus 3", &out.stdout, 1)?;
 
     // ctr passes every capability but ngx: graphics and video libraries too.
     let probes = script(PROBES);
