@@ -125,19 +125,48 @@ fn write_with_backup(path: &Path, exists: bool, text: &str) -> Result<Option<Pat
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let backup = if exists {
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        let backup = PathBuf::from(format!("{}.{stamp}.bak", path.display()));
-        fs::copy(path, &backup).with_context(|| {
-            format!("cannot back {} up to {}", path.display(), backup.display())
-        })?;
-        Some(backup)
-    } else {
-        None
-    };
+    let backup = if exists { Some(back_up(path)?) } else { None };
     let mode = fs::metadata(path).map_or(0o644, |meta| meta.permissions().mode() & 0o7777);
     replace_file(path, text.as_bytes(), mode)?;
     Ok(backup)
+}
+
+/// Copies `path` to `PATH.YYYYMMDD-HHMMSS.bak`, or `PATH.YYYYMMDD-HHMMSS-N.bak` when a
+/// backup of that second exists already (two changing runs in one second keep both).
+fn back_up(path: &Path) -> Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let old = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for n in 0.. {
+        let suffix = if n == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{n}")
+        };
+        let backup = PathBuf::from(format!("{}.{suffix}.bak", path.display()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&backup)
+        {
+            Ok(mut file) => {
+                // The backup is as readable as the file was, no more.
+                if let Ok(meta) = fs::metadata(path) {
+                    file.set_permissions(meta.permissions())
+                        .with_context(|| format!("cannot chmod {}", backup.display()))?;
+                }
+                file.write_all(&old)
+                    .with_context(|| format!("cannot write {}", backup.display()))?;
+                return Ok(backup);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("cannot back {} up to {}", path.display(), backup.display())
+                })
+            }
+        }
+    }
+    unreachable!("an unbounded range ends only by returning")
 }
 
 /// Writes `path` atomically with `mode`: a temporary file beside it, renamed over it.
@@ -404,6 +433,24 @@ mod tests {
             Some(true)
         );
         assert_eq!(containerd(&new, true).unwrap(), new, "not idempotent");
+    }
+
+    #[test]
+    fn backups_of_one_second_do_not_overwrite_each_other() {
+        let dir = std::env::temp_dir().join(format!("gpu-youki-backup-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("daemon.json");
+        fs::write(&file, "first").unwrap();
+        let one = back_up(&file).unwrap();
+        fs::write(&file, "second").unwrap();
+        let two = back_up(&file).unwrap();
+        let contents = (fs::read_to_string(&one), fs::read_to_string(&two));
+        fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(one, two);
+        assert_eq!(
+            (contents.0.unwrap(), contents.1.unwrap()),
+            ("first".into(), "second".into())
+        );
     }
 
     #[test]
