@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Builds the test images from Debian's busybox-static, without any registry.
 
-Called by scripts/test-material. Writes into OUT_DIR:
+Called by scripts/test-material as `test_material_images.py OUT_DIR ROOTFS_DIR`. Writes into
+OUT_DIR:
   busybox-oci.tar     OCI image layout archive for `ctr image import`
   busybox-docker.tar  docker-archive (manifest.json) for `docker load` (dockerd 20.10 cannot
                       load OCI layouts)
   pause-oci.tar       CRI sandbox image: same layer, a command that stays alive and exits 0 on
                       SIGTERM/SIGINT (SIGKILL ends it anyway)
+  glibc-oci.tar, glibc-docker.tar
+                      the glibc test rootfs (ROOTFS_DIR, from scripts/test-rootfs: a dynamic
+                      loader, ldconfig and cuda-probe) as one layer, for GPU tests through engines
   images.json         image references and file names, read by integration/src/engines.rs
 
 Output is byte-for-byte deterministic (fixed mtimes, owners and order), so digests are stable
@@ -26,6 +30,7 @@ BUSYBOX = "/bin/busybox"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX_REF = "gytest.local/busybox:latest"
 PAUSE_REF = "gytest.local/pause:latest"
+GLIBC_REF = "gytest.local/glibc:latest"
 # Exits 0 on TERM/INT; `wait` is interruptible, unlike a foreground sleep. Pid 1 ignores
 # signals without a handler, hence the trap. The orphaned sleep dies with the pid namespace.
 PAUSE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"]
@@ -73,6 +78,32 @@ def layer_tar():
             add(name, tarfile.REGTYPE, 0o644, data)
         for a in sorted(set(applets) - {"bin/busybox"}):
             add(a, tarfile.SYMTYPE, 0o777, target="/bin/busybox")
+    return buf.getvalue()
+
+
+def directory_layer(root):
+    """A layer holding the tree under `root` (files, directories, symlinks; hard links become
+    copies), with the same fixed owners and mtimes as the busybox layer."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(dirnames) + sorted(filenames):
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, root)
+                if rel == ".stamp":
+                    continue
+                info = tar.gettarinfo(path, arcname=rel)
+                if info.type == tarfile.LNKTYPE:
+                    info.type, info.linkname = tarfile.REGTYPE, ""
+                    info.size = os.path.getsize(path)
+                info.mtime, info.uid, info.gid = 0, 0, 0
+                info.uname = info.gname = "root"
+                if info.isreg():
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
     return buf.getvalue()
 
 
@@ -168,9 +199,14 @@ def main():
     oci_archive(os.path.join(out, "busybox-oci.tar"), BUSYBOX_REF, layer, busybox_config)
     docker_archive(os.path.join(out, "busybox-docker.tar"), BUSYBOX_REF, layer, busybox_config)
     oci_archive(os.path.join(out, "pause-oci.tar"), PAUSE_REF, layer, pause_config)
+    glibc_layer = directory_layer(sys.argv[2])
+    glibc_config = image_config(sha256(glibc_layer), {"Cmd": ["sh"]})
+    oci_archive(os.path.join(out, "glibc-oci.tar"), GLIBC_REF, glibc_layer, glibc_config)
+    docker_archive(os.path.join(out, "glibc-docker.tar"), GLIBC_REF, glibc_layer, glibc_config)
     atomic_write(os.path.join(out, "images.json"), json.dumps({
         "busybox": {"ref": BUSYBOX_REF, "oci": "busybox-oci.tar", "docker": "busybox-docker.tar"},
         "pause": {"ref": PAUSE_REF, "oci": "pause-oci.tar"},
+        "glibc": {"ref": GLIBC_REF, "oci": "glibc-oci.tar", "docker": "glibc-docker.tar"},
     }, indent=2, sort_keys=True).encode() + b"\n")
 
 

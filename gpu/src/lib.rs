@@ -5,6 +5,8 @@
 //!   requirements against the host;
 //! * [`config`]: the configuration file (driver roots, request policy);
 //! * [`volumes`]: device lists given as volume mounts (the device plugin's strategy);
+//! * [`engine_hooks`]: the toolkit hooks docker and containerd add for `--gpus`, read as a
+//!   request and left out of the effective spec;
 //! * [`inventory`]: what the host's driver offers, read from procfs, /dev and the driver's files;
 //! * [`plan`]: what one container gets, a pure function of request, inventory and rootfs facts;
 //! * [`apply`]: the plan carried out on the spec, the rootfs and the container's mounts;
@@ -21,6 +23,7 @@ pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod elf;
+pub mod engine_hooks;
 pub mod fsroot;
 pub mod inventory;
 pub mod ldcache;

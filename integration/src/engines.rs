@@ -34,6 +34,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const DOCKER_CLIENT: &str = "/usr/bin/docker";
 /// Where the runc v2 shim points the runtime's `--root`, one directory per namespace.
 const SHIM_RUNTIME_ROOT: &str = "/run/containerd/runc";
+/// Where dockerd 20.10's shims point the runtime's `--root`, under its exec-root.
+const DOCKER_RUNTIME_ROOT: &str = "exec/runtime-runc/moby";
 
 /// The cargo workspace root: scripts/ and .work/ are found relative to it.
 pub fn workspace_root() -> PathBuf {
@@ -105,6 +107,8 @@ pub struct TestImages {
     pub busybox: Image,
     /// The CRI sandbox ("pause") image: stays alive, exits 0 on SIGTERM.
     pub pause: Image,
+    /// The glibc test rootfs (dynamic loader, `ldconfig`, `cuda-probe`), for GPU containers.
+    pub glibc: Image,
 }
 
 /// Builds the test images with scripts/test-material (a no-op when they are up to date) and
@@ -134,6 +138,7 @@ pub fn test_images() -> Result<TestImages> {
     Ok(TestImages {
         busybox: image("busybox")?,
         pause: image("pause")?,
+        glibc: image("glibc")?,
     })
 }
 
@@ -733,6 +738,43 @@ fn quoted(path: &Path) -> String {
     Value::from(path.to_string_lossy()).to_string()
 }
 
+/// A step run on an engine's config file before the daemon starts.
+pub type ConfigureStep = Box<dyn Fn(&Path) -> Result<()>>;
+
+/// What a GPU test adds to an engine it starts.
+#[derive(Default)]
+pub struct EngineSetup {
+    /// Environment of the daemon, and so of the shims and the runtime (`GPU_YOUKI_CONFIG`).
+    pub env: Vec<(String, PathBuf)>,
+    /// Directories put in front of PATH for the daemon and for ctr (placeholder programs).
+    pub path: Vec<PathBuf>,
+    /// Run on the config file the harness wrote before the daemon starts (`gpu-youki setup`);
+    /// the harness then leaves the runtime entry (and default runtime) to it.
+    pub configure: Option<ConfigureStep>,
+}
+
+impl EngineSetup {
+    /// PATH with [`EngineSetup::path`] in front, when there is any.
+    fn path_env(&self) -> Option<std::ffi::OsString> {
+        if self.path.is_empty() {
+            return None;
+        }
+        let mut dirs = self.path.clone();
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(dirs).ok()
+    }
+
+    /// Gives `cmd` this setup's environment and PATH.
+    fn apply(&self, cmd: &mut Command) {
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(path) = self.path_env() {
+            cmd.env("PATH", path);
+        }
+    }
+}
+
 /// A private containerd 1.6 (own root, state and sockets) with its CRI plugin, whose only
 /// runtime handler, `gpu-youki`, runs the runtime under test through the runc v2 shim.
 pub struct Containerd {
@@ -740,6 +782,8 @@ pub struct Containerd {
     socket: PathBuf,
     ctr: PathBuf,
     runtime: PathBuf,
+    /// PATH for ctr, when the test put directories in front of it.
+    ctr_path: Option<std::ffi::OsString>,
 }
 
 impl Containerd {
@@ -753,6 +797,11 @@ impl Containerd {
     /// `sandbox_image` is what CRI runs as every pod's sandbox; the test must import it into
     /// [`Self::CRI_NAMESPACE`] before the first RunPodSandbox (nothing can be pulled here).
     pub fn start(runtime: &Path, sandbox_image: &str) -> Result<Self> {
+        Self::start_with(runtime, sandbox_image, EngineSetup::default())
+    }
+
+    /// [`Containerd::start`] with a test's additions (environment, PATH, a configure step).
+    pub fn start_with(runtime: &Path, sandbox_image: &str, setup: EngineSetup) -> Result<Self> {
         let containerd = program("containerd")?;
         let ctr = program("ctr")?;
         program("containerd-shim-runc-v2")?;
@@ -760,8 +809,21 @@ impl Containerd {
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         let d = |sub: &str| quoted(&dir.join(sub));
+        let handler = format!(
+            r#"  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "{handler}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
+        BinaryName = {bin}
+        SystemdCgroup = false
+"#,
+            handler = Self::HANDLER,
+            bin = quoted(runtime),
+        );
         let text = format!(
-            r#"version = 2
+            r#"# The test harness's containerd (integration/src/engines.rs).
+version = 2
 root = {root}
 state = {state}
 
@@ -783,14 +845,7 @@ state = {state}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = {cni_bin}
     conf_dir = {cni_conf}
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "{handler}"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
-        BinaryName = {bin}
-        SystemdCgroup = false
-"#,
+{handler}"#,
             root = d("root"),
             state = d("state"),
             sock = quoted(&socket),
@@ -798,13 +853,20 @@ state = {state}
             opt = d("opt"),
             cni_bin = d("cni/bin"),
             cni_conf = d("cni/conf"),
-            handler = Self::HANDLER,
-            bin = quoted(runtime),
+            handler = if setup.configure.is_some() {
+                ""
+            } else {
+                &handler
+            },
             sandbox = Value::from(sandbox_image),
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        if let Some(configure) = &setup.configure {
+            configure(&config)?;
+        }
         let mut cmd = Command::new(containerd);
         cmd.arg("--config").arg(&config);
+        setup.apply(&mut cmd);
         let mut daemon = Daemon::start("containerd", dir, cmd)?;
         daemon
             .runtime_roots
@@ -814,6 +876,7 @@ state = {state}
             socket,
             ctr,
             runtime: runtime.to_owned(),
+            ctr_path: setup.path_env(),
         };
         let socket = ctrd.socket.clone();
         let mut probe = ctrd.ctr_command("default", ["version"]);
@@ -852,6 +915,9 @@ state = {state}
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(&self.ctr);
+        if let Some(path) = &self.ctr_path {
+            cmd.env("PATH", path);
+        }
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
@@ -936,17 +1002,22 @@ impl Dockerd {
 
     /// Starts dockerd with the overlay2 storage driver, or vfs where overlay2 cannot start.
     pub fn start(runtime: &Path) -> Result<Self> {
-        match Self::start_with(runtime, "overlay2") {
+        Self::start_with(runtime, EngineSetup::default())
+    }
+
+    /// [`Dockerd::start`] with a test's additions (environment, PATH, a configure step).
+    pub fn start_with(runtime: &Path, setup: EngineSetup) -> Result<Self> {
+        match Self::start_on(runtime, "overlay2", &setup) {
             Ok(d) => Ok(d),
             Err(overlay) => {
                 eprintln!("dockerd: overlay2 failed ({overlay:#}); retrying with vfs");
-                Self::start_with(runtime, "vfs")
+                Self::start_on(runtime, "vfs", &setup)
                     .with_context(|| format!("after overlay2 failed: {overlay:#}"))
             }
         }
     }
 
-    fn start_with(runtime: &Path, storage_driver: &str) -> Result<Self> {
+    fn start_on(runtime: &Path, storage_driver: &str, setup: &EngineSetup) -> Result<Self> {
         let dockerd = program("dockerd")?;
         program("containerd")?;
         ensure!(
@@ -960,7 +1031,7 @@ impl Dockerd {
             .to_string_lossy()
             .into_owned();
         let socket = dir.join("docker.sock");
-        let config = json!({
+        let mut config = json!({
             "data-root": dir.join("data"),
             "exec-root": dir.join("exec"),
             "pidfile": dir.join("dockerd.pid"),
@@ -974,16 +1045,22 @@ impl Dockerd {
             "storage-driver": storage_driver,
             "cgroup-parent": format!("/{token}"),
             "shutdown-timeout": 5,
-            "runtimes": { Self::RUNTIME: { "path": runtime } },
         });
+        if setup.configure.is_none() {
+            config["runtimes"] = json!({ Self::RUNTIME: { "path": runtime } });
+        }
         let config_path = dir.join("daemon.json");
         fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
             .with_context(|| format!("writing {}", config_path.display()))?;
+        if let Some(configure) = &setup.configure {
+            configure(&config_path)?;
+        }
         let mut cmd = Command::new(dockerd);
         cmd.arg("--config-file").arg(&config_path);
+        setup.apply(&mut cmd);
         let mut daemon = Daemon::start("dockerd", dir, cmd)?;
         // The shim's `--root` for the runtime under test, as dockerd 20.10 sets it.
-        let runtime_root = daemon.dir.join("exec/runtime-runc/moby");
+        let runtime_root = daemon.dir.join(DOCKER_RUNTIME_ROOT);
         daemon.runtime_roots.push(runtime_root);
         let mut docker = Dockerd { daemon, socket };
         let mut probe = docker.docker_command(["version", "--format", "{{.Server.Version}}"]);
@@ -992,6 +1069,12 @@ impl Dockerd {
             .daemon
             .wait_ready(|| socket.exists() && run(&mut probe).is_ok_and(|o| o.status.success()))?;
         Ok(docker)
+    }
+
+    /// The runtime's state directory of container `id` (the shim's `--root` is
+    /// `EXEC_ROOT/runtime-runc/moby`).
+    pub fn runtime_state(&self, id: &str) -> PathBuf {
+        self.daemon.dir.join(DOCKER_RUNTIME_ROOT).join(id)
     }
 
     /// The cgroup parent of this daemon's containers (`/TOKEN`, so cgroups are `/TOKEN/ID`).

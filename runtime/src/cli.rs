@@ -63,6 +63,10 @@ pub enum Command {
     /// Write a CDI spec for this host's GPUs, or list the CDI devices of the spec directories.
     #[command(subcommand)]
     Cdi(CdiCommand),
+    /// Register gpu-youki as a runtime of containerd or docker, and install the placeholder
+    /// programs their `--gpus` flags look for.
+    #[command(subcommand)]
+    Setup(SetupCommand),
 }
 
 /// `gpu-youki cdi …`.
@@ -89,6 +93,60 @@ pub enum CdiFormat {
     Yaml,
     /// JSON.
     Json,
+}
+
+/// `gpu-youki setup …`: engine configuration, kept as it was but for gpu-youki's entries.
+///
+/// The old file is kept as `FILE.YYYYMMDD-HHMMSS.bak` (UTC) next to it; a run that changes
+/// nothing writes nothing and makes no backup. Restart the engine afterwards.
+#[derive(Subcommand, Debug)]
+pub enum SetupCommand {
+    /// Add a runtime handler to containerd's CRI plugin (config version 2):
+    /// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.NAME]` with
+    /// `runtime_type = "io.containerd.runc.v2"`, `container_annotations = ["cdi.k8s.io/*"]`
+    /// and `options.BinaryName` = this gpu-youki binary; the runc runtime's
+    /// `options.SystemdCgroup` is copied when the handler is new. Installs the placeholder
+    /// `nvidia-container-cli`, without which `ctr run --gpus` refuses to start.
+    Containerd(SetupArgs),
+    /// Add `runtimes.NAME.path` = this gpu-youki binary to dockerd's daemon.json (keys come
+    /// out sorted, indented by 4 spaces). Installs the placeholder
+    /// `nvidia-container-runtime-hook`: dockerd offers `docker run --gpus` only when a program
+    /// of that name is on its PATH when it starts.
+    Docker(SetupArgs),
+}
+
+/// What `setup containerd` and `setup docker` take.
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    /// The engine's configuration file [default: /etc/containerd/config.toml,
+    /// /etc/docker/daemon.json]; created when missing.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// The name the engine knows gpu-youki by (CRI runtime handler, `docker run --runtime`).
+    #[arg(long, value_name = "NAME", default_value = "gpu-youki")]
+    pub runtime_name: String,
+    /// Also make gpu-youki the engine's default runtime.
+    #[arg(long)]
+    pub set_as_default: bool,
+    /// Print the new configuration to stdout instead of writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the placeholder program goes; it must be on the engine's PATH (dockerd's) or the
+    /// client's (ctr's). A file of that name that is not a gpu-youki placeholder (the NVIDIA
+    /// Container Toolkit's) is never replaced: setup fails instead.
+    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
+    pub placeholder_dir: std::path::PathBuf,
+    /// The file a placeholder appends a line to whenever it is run (it then fails loudly: a
+    /// run means a container asked for GPUs through another runtime than gpu-youki).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/log/gpu-youki-placeholder.log"
+    )]
+    pub placeholder_log: std::path::PathBuf,
+    /// Install no placeholder (`--gpus` then needs the NVIDIA Container Toolkit's program).
+    #[arg(long)]
+    pub no_placeholder: bool,
 }
 
 /// `gpu-youki gpu …`: read-only views of the GPU stage.

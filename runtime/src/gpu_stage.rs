@@ -4,6 +4,8 @@
 //! as a shadow bundle for libcontainer to build from; config.json is never modified. After
 //! libcontainer's create: the driver files and `/proc/driver/nvidia` view are mounted into the
 //! container, and its recorded state points at the user's bundle again.
+//! The GPU hooks engines add for `--gpus` ([`gpu::engine_hooks`]) are read as a request and left
+//! out of the effective spec, so that they never run, whether or not a GPU is asked for.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use gpu::cdi::compile;
 use gpu::cdi::hooks::is_nvidia_hook;
 use gpu::cdi::registry::Registry;
 use gpu::config::{GpuConfig, UnprivilegedEnv};
+use gpu::engine_hooks;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
@@ -28,16 +31,20 @@ pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
 
 /// A GPU container being created: its plan and the shadow bundle libcontainer builds from.
 pub struct GpuStage {
-    plan: GpuPlan,
+    /// `None` when the container asks for no GPU but an engine's GPU hook had to be left out.
+    plan: Option<GpuPlan>,
     bind_devices: bool,
     /// Plan files a spec mount covers, bound from runtime-owned copies after create.
     covered: Vec<PlannedFile>,
     shadow: ShadowBundle,
 }
 
-/// Whether the spec could ask for a GPU at all; decided without reading any configuration,
-/// so containers without a request pay nothing.
+/// Whether the spec could ask for a GPU at all (or holds an engine's GPU hook to leave out);
+/// decided without reading any configuration, so containers without a request pay nothing.
 fn may_request(spec: &Spec) -> Result<bool> {
+    if engine_hooks::has_engine_hook(spec.hooks().as_ref()) {
+        return Ok(true);
+    }
     let destinations = spec
         .mounts()
         .iter()
@@ -56,15 +63,31 @@ fn env_of(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The request: the process environment, with the device list and IMEX channels of
+/// Sets `KEY=VALUE` in `env`, in place of any value `KEY` had.
+fn replace_var(env: &mut Vec<String>, item: &str) {
+    let key = item.split_once('=').map_or(item, |(key, _)| key);
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(item.to_string());
+}
+
+/// The request: the process environment, with the request variables of an engine's GPU hook
+/// (`ctr run --gpus`) in place of the same variables, and the device list and IMEX channels of
 /// `/dev/null` volume mounts taking the place of `NVIDIA_VISIBLE_DEVICES` and
 /// `NVIDIA_IMEX_CHANNELS` when the configuration accepts those; marked privileged or not. An
-/// unprivileged container's own lists are dropped when the configuration ignores them.
+/// unprivileged container's own lists are dropped when the configuration ignores them, unless
+/// docker's GPU hook vouches that dockerd set them from `--gpus`.
 pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
     let privileged = is_privileged(spec);
-    if config.request.unprivileged_env == UnprivilegedEnv::Ignore && !privileged {
+    let hooks = spec.hooks().as_ref();
+    if config.request.unprivileged_env == UnprivilegedEnv::Ignore
+        && !privileged
+        && !engine_hooks::has_engine_hook(hooks)
+    {
         ignore_device_lists(&mut env);
+    }
+    for item in engine_hooks::request_env(hooks)? {
+        replace_var(&mut env, &item);
     }
     if config.request.volume_mounts {
         let mounts: Vec<(&Path, &Path)> = spec
@@ -77,7 +100,7 @@ pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>>
                     .map(|source| (source, m.destination().as_path()))
             })
             .collect();
-        for (variable, list) in [
+        let lists = [
             (
                 VISIBLE_DEVICES,
                 volumes::device_list(mounts.iter().copied()),
@@ -86,11 +109,10 @@ pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>>
                 IMEX_CHANNELS,
                 volumes::imex_channels(mounts.iter().copied()),
             ),
-        ] {
+        ];
+        for (variable, list) in lists {
             if let Some(list) = list {
-                let key = format!("{variable}=");
-                env.retain(|e| !e.starts_with(&key));
-                env.push(format!("{key}{list}"));
+                replace_var(&mut env, &format!("{variable}={list}"));
             }
         }
     }
@@ -254,8 +276,12 @@ impl GpuStage {
             return Ok(None);
         }
         let config = GpuConfig::load()?;
+        let mut effective = spec.clone();
+        if let Some(hooks) = effective.hooks_mut() {
+            engine_hooks::remove_engine_hooks(hooks);
+        }
         let Some((plan, rootfs)) = plan_for(spec, bundle, &config, None)? else {
-            return Ok(None);
+            return Self::without_gpu(spec, effective, bundle, state_root, id);
         };
         let bind_devices = apply::uses_user_namespace(spec);
         // A rootfs that cannot be written gets a writable overlay owned by gpu-youki.
@@ -264,7 +290,6 @@ impl GpuStage {
         } else {
             rootfs
         };
-        let mut effective = spec.clone();
         apply::edit_spec(&mut effective, &plan)?;
         absolutise(&mut effective, bundle, rootfs.path());
         apply::prepare_rootfs(&rootfs, &plan)?;
@@ -281,10 +306,31 @@ impl GpuStage {
             .cloned()
             .collect();
         Ok(Some(GpuStage {
-            plan,
+            plan: Some(plan),
             bind_devices,
             covered,
             shadow,
+        }))
+    }
+
+    /// A container without a GPU request: when an engine's GPU hook was left out of
+    /// `effective`, libcontainer builds from it (the hook must not run); else nothing to do.
+    fn without_gpu(
+        spec: &Spec,
+        mut effective: Spec,
+        bundle: &Path,
+        state_root: &Path,
+        id: &str,
+    ) -> Result<Option<Self>> {
+        if effective.hooks() == spec.hooks() {
+            return Ok(None);
+        }
+        absolutise(&mut effective, bundle, &rootfs_of(spec, bundle)?);
+        Ok(Some(GpuStage {
+            plan: None,
+            bind_devices: false,
+            covered: Vec::new(),
+            shadow: ShadowBundle::write(state_root, id, &effective)?,
         }))
     }
 
@@ -317,7 +363,9 @@ impl GpuStage {
                 options: None,
             });
         }
-        apply::mount_into_container(pid.as_raw(), &self.plan, &extra, self.bind_devices)?;
+        if let Some(plan) = &self.plan {
+            apply::mount_into_container(pid.as_raw(), plan, &extra, self.bind_devices)?;
+        }
         fs::rename(
             self.shadow.dir.join("config.json"),
             container.root.join(EFFECTIVE_SPEC),

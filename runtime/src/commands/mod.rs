@@ -15,6 +15,7 @@ mod pause;
 mod ps;
 mod resume;
 mod run;
+mod setup;
 mod spec;
 mod start;
 mod state;
@@ -56,6 +57,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<ExitCode> {
         Command::Events(args) => events::events(args, &root()?).map(ok),
         Command::Gpu(command) => gpu::gpu(command).map(ok),
         Command::Cdi(command) => cdi::cdi(command).map(ok),
+        Command::Setup(command) => setup::setup(command).map(ok),
     }
 }
 
