@@ -543,15 +543,21 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
     }
     rt.assert_clean(&bundle);
 
-    bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=7" });
+    // A name no spec defines: another vendor's fails naming the dirs searched; an
+    // `nvidia.com/gpu` one is a native GPU selector (GPU 7 of a 2-GPU host: unknown).
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "vendor.com/device=7" });
     bundle.save().unwrap();
-    let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = rt.run_err(&bundle);
     assert!(
-        err.contains("unresolvable CDI device nvidia.com/gpu=7: no spec in ")
+        err.contains("unresolvable CDI device vendor.com/device=7: no spec in ")
             && err.contains(&scratch.path("etc-cdi").display().to_string()),
         "{err}"
     );
+    rt.assert_clean(&bundle);
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=7" });
+    bundle.save().unwrap();
+    let err = rt.run_err(&bundle);
+    assert!(err.contains("unknown device"), "{err}");
     assert_eq!(scratch.hook_runs(), "");
     rt.assert_clean(&bundle);
 
@@ -565,6 +571,34 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
         report.raw
     );
     rt.assert_clean(&legacy);
+}
+
+/// The device plugin's CDI annotation on a node without specs: `nvidia.com/gpu=<id>` that no
+/// spec defines is the native GPU selector it also is.
+#[test]
+fn an_nvidia_gpu_annotation_without_a_spec_gets_the_gpu_natively() {
+    let f = fixtures();
+    let scratch = Scratch::new();
+    let rt = scratch.runtime(&f.fake2, &["etc-cdi"]);
+    let mut bundle = gpu_bundle(&rt, &inspect_script(), &[]).unwrap();
+    let uuid = f.fake2.uuid(1);
+    bundle.config["annotations"] =
+        json!({ "cdi.k8s.io/nvidia-device-plugin": format!("nvidia.com/gpu={uuid}") });
+    bundle.save().unwrap();
+    let report = rt.run_ok(&bundle);
+    assert_eq!(
+        report.values("probe")["device_count"],
+        "1",
+        "{}",
+        report.raw
+    );
+    assert_eq!(
+        report.lines("procgpus"),
+        [f.fake2.bus_id(1)],
+        "{}",
+        report.raw
+    );
+    rt.assert_clean(&bundle);
 }
 
 #[test]

@@ -1162,7 +1162,7 @@ fn device_list_volume_mounts_when_accepted() {
 
 /// `[request] unprivileged-env = "ignore"`: an unprivileged container's own device list (and
 /// a legacy CUDA image's implied `all`) gives no GPU, the device plugin's volume mounts still
-/// do, and a container with CAP_SYS_ADMIN is believed.
+/// do, and a container with CAP_SYS_ADMIN, or with docker's `--gpus` hook, is believed.
 #[test]
 fn unprivileged_env_device_lists_are_ignored_when_configured() {
     let f = fixtures();
@@ -1196,6 +1196,15 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
     mounted.save().unwrap();
     assert_sees_gpus(&rt.run_ok(&mounted), &f.fake2, &[1]);
     rt.assert_clean(&mounted);
+    // docker's GPU hook vouches that dockerd set the list from `docker run --gpus`.
+    let mut docker = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=0"]);
+    docker.config["hooks"] = json!({"prestart": [{
+        "path": "/usr/bin/nvidia-container-runtime-hook",
+        "args": ["nvidia-container-runtime-hook", "prestart"]
+    }]});
+    docker.save().unwrap();
+    assert_sees_gpus(&rt.run_ok(&docker), &f.fake2, &[0]);
+    rt.assert_clean(&docker);
     let mut privileged = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
     privileged.config["process"]["capabilities"]["bounding"]
         .as_array_mut()

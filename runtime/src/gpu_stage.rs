@@ -21,7 +21,7 @@ use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
 use gpu::privilege::is_privileged;
-use gpu::request::{GpuRequest, Version, IMEX_CHANNELS, VISIBLE_DEVICES};
+use gpu::request::{CdiDeviceName, GpuRequest, Version, IMEX_CHANNELS, VISIBLE_DEVICES};
 use gpu::volumes;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
@@ -75,8 +75,14 @@ fn replace_var(env: &mut Vec<String>, item: &str) {
 /// `/dev/null` volume mounts taking the place of `NVIDIA_VISIBLE_DEVICES` and
 /// `NVIDIA_IMEX_CHANNELS` when the configuration accepts those; marked privileged or not. An
 /// unprivileged container's own lists are dropped when the configuration ignores them, unless
-/// docker's GPU hook vouches that dockerd set them from `--gpus`.
-pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>> {
+/// docker's GPU hook vouches that dockerd set them from `--gpus`. `annotated` are
+/// `nvidia.com/gpu` names from CDI annotations that no CDI spec defines: they are added to
+/// the device list, as the native selectors they also are.
+fn request_of(
+    spec: &Spec,
+    config: &GpuConfig,
+    annotated: &[CdiDeviceName],
+) -> Result<Option<GpuRequest>> {
     let mut env = env_of(spec);
     let privileged = is_privileged(spec);
     let hooks = spec.hooks().as_ref();
@@ -115,6 +121,18 @@ pub fn request_of(spec: &Spec, config: &GpuConfig) -> Result<Option<GpuRequest>>
                 replace_var(&mut env, &format!("{variable}={list}"));
             }
         }
+    }
+    if !annotated.is_empty() {
+        let key = format!("{VISIBLE_DEVICES}=");
+        let mut list: Vec<String> = env
+            .iter()
+            .filter_map(|e| e.strip_prefix(&key))
+            .flat_map(|value| value.split(','))
+            .filter(|token| !matches!(token.trim(), "" | "void" | "none"))
+            .map(str::to_string)
+            .collect();
+        list.extend(annotated.iter().map(ToString::to_string));
+        replace_var(&mut env, &format!("{key}{}", list.join(",")));
     }
     let mut request = GpuRequest::from_env(&env)?;
     if let Some(request) = request.as_mut() {
@@ -165,7 +183,7 @@ pub fn plan_for(
     config: &GpuConfig,
     inventory: Option<&HostInventory>,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
-    let request = request_of(spec, config)?;
+    let request = request_of(spec, config, &[])?;
     let mut names = request
         .as_ref()
         .map(|r| r.cdi_devices.clone())
@@ -176,8 +194,7 @@ pub fn plan_for(
         }
     }
     let mut cdi = gpu::cdi::config_request(spec)?;
-    let wants_nvidia = request.as_ref().is_some_and(|r| r.devices.is_some());
-    if !wants_nvidia && names.is_empty() && cdi.is_empty() {
+    if request.as_ref().is_none_or(|r| r.devices.is_none()) && names.is_empty() && cdi.is_empty() {
         return Ok(None);
     }
     let rootfs = FsRoot::open(&rootfs_of(spec, bundle)?)?;
@@ -187,10 +204,23 @@ pub fn plan_for(
     } else {
         &config.cdi.spec_dirs
     });
-    cdi.devices = names
-        .iter()
-        .map(|name| registry.resolve(name))
-        .collect::<Result<_>>()?;
+    // An `nvidia.com/gpu` name no spec defines is a GPU gpu-youki gives natively.
+    let mut annotated = Vec::new();
+    for name in &names {
+        match registry.resolve(name) {
+            Ok(device) => cdi.devices.push(device),
+            Err(_) if (name.vendor.as_str(), name.class.as_str()) == ("nvidia.com", "gpu") => {
+                annotated.push(name.clone());
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let request = if annotated.is_empty() {
+        request
+    } else {
+        request_of(spec, config, &annotated)?
+    };
+    let wants_nvidia = request.as_ref().is_some_and(|r| r.devices.is_some());
     let nvidia_hooks = !cdi.config_hooks.is_empty()
         || cdi.devices.iter().any(|d| {
             [&d.device.container_edits, d.spec_edits]
