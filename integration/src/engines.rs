@@ -956,6 +956,24 @@ state = {state}
         Ok(())
     }
 
+    /// Starts a host-network pod sandbox named `name` on the gpu-youki runtime handler;
+    /// returns the sandbox id and the pod config (CreateContainer needs it again).
+    pub fn run_pod_sandbox(&self, name: &str) -> Result<(String, Value)> {
+        let pod = json!({
+            "metadata": { "name": name, "uid": format!("gytest-{name}-uid"), "namespace": "default" },
+            "log_directory": self.dir().join("pods"),
+            "linux": {
+                "cgroup_parent": self.cgroup_parent(),
+                "security_context": { "namespace_options": { "network": "NODE" } },
+            },
+        });
+        let response = self.cri(
+            "RunPodSandbox",
+            &json!({ "config": pod, "runtime_handler": Containerd::HANDLER }),
+        )?;
+        Ok((str_field(&response, "pod_sandbox_id")?, pod))
+    }
+
     /// Calls `RuntimeService/METHOD` of the CRI plugin with `request` (proto field names) through
     /// integration/cri/cri.py, returning the response as JSON (int64 fields are strings, enums
     /// names, ExecSync's bytes UTF-8 text).
@@ -1124,4 +1142,12 @@ impl Dockerd {
     pub fn shutdown(mut self) -> Result<()> {
         self.daemon.shutdown()
     }
+}
+
+/// A string field of a CRI response, or an error showing the response.
+pub fn str_field(response: &Value, field: &str) -> Result<String> {
+    response[field]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no {field} in {response}"))
 }

@@ -5,7 +5,7 @@
 //! rule, which must not take the container's default devices away). One daemon for the file.
 
 use anyhow::{ensure, Context, Result};
-use integration::engines::{self, Containerd};
+use integration::engines::{self, str_field, Containerd};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -20,21 +20,7 @@ fn cri_runs_a_pod_with_the_gpu_youki_handler() -> Result<()> {
     ctrd.import(Containerd::CRI_NAMESPACE, &images.pause)?;
     ctrd.import(Containerd::CRI_NAMESPACE, &images.busybox)?;
 
-    let pod = json!({
-        "metadata": { "name": "pod", "uid": "gytest-uid", "namespace": "default" },
-        "log_directory": ctrd.dir().join("pods"),
-        "linux": {
-            "cgroup_parent": ctrd.cgroup_parent(),
-            "security_context": { "namespace_options": { "network": "NODE" } },
-        },
-    });
-    let sandbox = str_field(
-        &ctrd.cri(
-            "RunPodSandbox",
-            &json!({ "config": pod, "runtime_handler": Containerd::HANDLER }),
-        )?,
-        "pod_sandbox_id",
-    )?;
+    let (sandbox, pod) = ctrd.run_pod_sandbox("pod")?;
     let container = container_lifecycle(&ctrd, &sandbox, &pod, &images.busybox.reference)
         .context("CRI container in a gpu-youki pod")?;
 
@@ -49,13 +35,6 @@ fn cri_runs_a_pod_with_the_gpu_youki_handler() -> Result<()> {
         );
     }
     ctrd.shutdown()
-}
-
-fn str_field(response: &Value, field: &str) -> Result<String> {
-    response[field]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no {field} in {response}"))
 }
 
 fn status(ctrd: &Containerd, id: &str) -> Result<Value> {

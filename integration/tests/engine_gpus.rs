@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use integration::bundle::unique;
-use integration::engines::{self, Containerd, Dockerd, EngineSetup};
+use integration::engines::{self, str_field, Containerd, Dockerd, EngineSetup};
 use integration::gpu::{fixtures, script, Report, CONFIG_ENV};
 use serde_json::{json, Value};
 
@@ -509,13 +509,6 @@ fn containerd_gpus_through_gpu_youki_setup() -> Result<()> {
     ctrd.shutdown()
 }
 
-fn str_field(response: &Value, field: &str) -> Result<String> {
-    response[field]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no {field} in {response}"))
-}
-
 fn exec_sync(ctrd: &Containerd, id: &str, script: &str) -> Result<Value> {
     ctrd.cri(
         "ExecSync",
@@ -527,21 +520,7 @@ fn exec_sync(ctrd: &Containerd, id: &str, script: &str) -> Result<Value> {
 /// a CDI annotation, which `container_annotations` must pass to config.json) and one by the
 /// device plugin's volume mounts; then an update with CRI's deny-all device rule.
 fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
-    let pod = json!({
-        "metadata": { "name": "gpu-pod", "uid": "gytest-gpu-uid", "namespace": "default" },
-        "log_directory": ctrd.dir().join("pods"),
-        "linux": {
-            "cgroup_parent": ctrd.cgroup_parent(),
-            "security_context": { "namespace_options": { "network": "NODE" } },
-        },
-    });
-    let sandbox = str_field(
-        &ctrd.cri(
-            "RunPodSandbox",
-            &json!({ "config": pod, "runtime_handler": Containerd::HANDLER }),
-        )?,
-        "pod_sandbox_id",
-    )?;
+    let (sandbox, pod) = ctrd.run_pod_sandbox("gpu-pod")?;
     let container = |name: &str, extra: Value| -> Result<String> {
         let mut config = json!({
             "metadata": { "name": name },
