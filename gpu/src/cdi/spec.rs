@@ -208,10 +208,13 @@ impl Spec {
 
     /// Parses and checks spec text.
     pub fn parse(text: &[u8], format: SpecFormat) -> Result<Spec> {
+        // The parsers quote the file's own text (an unknown field's name, say): kept on one line.
+        let one_line = |err: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{}", err.to_string().replace(['\n', '\r'], " "))
+        };
         let spec: Spec = match format {
-            SpecFormat::Json => serde_json::from_slice(text)?,
-            SpecFormat::Yaml => serde_norway::from_slice(text)
-                .map_err(|err| anyhow::anyhow!("{}", err.to_string().replace('\n', " ")))?,
+            SpecFormat::Json => serde_json::from_slice(text).map_err(|err| one_line(&err))?,
+            SpecFormat::Yaml => serde_norway::from_slice(text).map_err(|err| one_line(&err))?,
         };
         spec.validate()?;
         Ok(spec)
@@ -402,6 +405,22 @@ devices:
     - path: /dev/nvidia0
   name: "0"
 "#;
+
+    #[test]
+    fn errors_quoting_the_file_stay_on_one_line() {
+        let json = b"{\"cdiVersion\": \"0.5.0\", \"ki\\nd\": \"x/y\"}";
+        let err = format!("{:#}", Spec::parse(json, SpecFormat::Json).unwrap_err());
+        assert!(
+            err.contains("unknown field") && !err.contains('\n'),
+            "{err}"
+        );
+        let yaml = b"cdiVersion: 0.5.0\n\"ki\\nd\": x/y\n";
+        let err = format!("{:#}", Spec::parse(yaml, SpecFormat::Yaml).unwrap_err());
+        assert!(
+            err.contains("unknown field") && !err.contains('\n'),
+            "{err}"
+        );
+    }
 
     #[test]
     fn yaml_and_json_read_the_same_spec() {
