@@ -19,6 +19,9 @@ use integration::gpu::{
 };
 use serde_json::json;
 
+/// The marker of the fake driver's own libcuda.
+const DRIVER_LIBCUDA: &str = "libcuda.so.1";
+
 /// One test at a time, since each compares the host's whole mount table.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -129,11 +132,12 @@ fn move_behind_link(bundle: &Bundle, path: &str, target: &Path, link: &Path) {
     symlink(link, root.join(path)).unwrap();
 }
 
-/// Runs the bundle; it must succeed, with a working libcuda and GPU 0's node.
-fn run_with_gpu(rt: &GpuRuntime, bundle: &Bundle) -> Report {
+/// Runs the bundle; it must succeed, with GPU 0's node and a working libcuda whose marker is
+/// `marker` (the driver's, `libcuda.so.1`, unless a compat libcuda is expected).
+fn run_with_gpu(rt: &GpuRuntime, bundle: &Bundle, marker: &str) -> Report {
     let report = rt.run_ok(bundle);
     assert_eq!(report.rc("probe"), 0, "{}", report.raw);
-    assert_eq!(report.values("probe")["marker"], "libcuda.so.1");
+    assert_eq!(report.values("probe")["marker"], marker, "{}", report.raw);
     assert_eq!(report.out("dev"), "character special file c3:0");
     report
 }
@@ -166,7 +170,7 @@ fn directories_linked_to_host_paths_are_read_inside_the_root() {
                 target.clone()
             };
             move_behind_link(&bundle, path, &target, &link);
-            let report = run_with_gpu(&rt, &bundle);
+            let report = run_with_gpu(&rt, &bundle, DRIVER_LIBCUDA);
             if path == "usr/lib/firmware" {
                 assert!(
                     report.out("firmware").contains("gsp_ga10x.bin"),
@@ -212,7 +216,7 @@ fn loader_files_linked_to_host_files_are_replaced_inside_the_root() {
                 canary.path(canary_file)
             };
             symlink(&link, &at).unwrap();
-            run_with_gpu(&rt, &bundle);
+            run_with_gpu(&rt, &bundle, DRIVER_LIBCUDA);
             canary.assert_untouched();
             rt.assert_clean(&bundle);
         }
@@ -294,7 +298,7 @@ fn loader_variables_in_the_image_never_reach_host_processes() {
     let inside = rootfs(&bundle).join(canary.path("lib").strip_prefix("/").unwrap());
     fs::create_dir_all(&inside).unwrap();
     fs::copy(&library, inside.join("hijack.so")).unwrap();
-    run_with_gpu(&rt, &bundle);
+    run_with_gpu(&rt, &bundle, DRIVER_LIBCUDA);
     let ran_inside: Vec<String> = fs::read_dir(&inside)
         .unwrap()
         .flatten()
@@ -338,7 +342,7 @@ fn the_images_ldconfig_never_runs() {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         fs::set_permissions(&at, perms).unwrap();
     }
-    run_with_gpu(&rt, &bundle);
+    run_with_gpu(&rt, &bundle, DRIVER_LIBCUDA);
     assert!(
         !root.join("ldconfig-ran").exists(),
         "the image's ldconfig ran"
@@ -408,4 +412,52 @@ fn a_racing_container_cannot_redirect_the_gpu_stage() {
     canary.assert_untouched();
     flipper.assert_clean(&rt.rt);
     let _ = fs::remove_dir_all(&volume);
+}
+
+/// CUDA's forward-compatibility directory as a link: to a host directory holding a newer
+/// libcuda (never read from the host: the container gets the driver's libcuda), and to a
+/// directory inside the image holding one (read inside the root: the container gets it).
+#[test]
+fn a_linked_compat_directory_is_read_inside_the_root() {
+    let _serial = serial();
+    let f = fixtures();
+    let rt = GpuRuntime::new(&f.fake2);
+    let host = f.fake2.version().to_string();
+    for inside in [false, true] {
+        let mut canary = Canary::new();
+        let bundle = hostile_bundle(&rt, &[]);
+        let root = rootfs(&bundle);
+        integration::gpu::add_compat_libcuda(&root, "590.10.01", &host, 13010, None).unwrap();
+        let compat = root.join("usr/local/cuda/compat");
+        if inside {
+            move_behind_link(
+                &bundle,
+                "usr/local/cuda/compat",
+                &canary.path("compat"),
+                &canary.path("compat"),
+            );
+        } else {
+            // The newer libcuda is on the host, behind the image's link.
+            fs::remove_dir_all(canary.path("compat")).unwrap();
+            fs::rename(&compat, canary.path("compat")).unwrap();
+            symlink(canary.path("compat"), &compat).unwrap();
+            canary.before = tree_fingerprint(&canary.dir);
+        }
+        let marker = if inside {
+            "compat-590.10.01"
+        } else {
+            DRIVER_LIBCUDA
+        };
+        let report = run_with_gpu(&rt, &bundle, marker);
+        let probe = report.values("probe");
+        if !inside {
+            assert!(
+                probe["libcuda_file"].ends_with(&format!("libcuda.so.{host}")),
+                "{}",
+                report.raw
+            );
+        }
+        canary.assert_untouched();
+        rt.assert_clean(&bundle);
+    }
 }
