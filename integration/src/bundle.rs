@@ -191,6 +191,17 @@ impl Bundle {
         Ok(bundle)
     }
 
+    /// Puts the container in a new user namespace mapping ids 0-65535 to the same host ids.
+    pub fn add_user_namespace(&mut self) {
+        self.config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("spec without linux.namespaces")
+            .push(json!({"type": "user"}));
+        let mapping = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        self.config["linux"]["uidMappings"] = mapping.clone();
+        self.config["linux"]["gidMappings"] = mapping;
+    }
+
     /// Writes `config` back to `config.json`.
     pub fn save(&self) -> Result<()> {
         fs::write(

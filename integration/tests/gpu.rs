@@ -840,13 +840,7 @@ fn user_namespace_container_gets_bound_device_nodes() {
     let mut probes: Vec<(&str, &str)> = INSPECT.to_vec();
     probes.push(("uidmap", "cat /proc/self/uid_map"));
     let mut bundle = gpu_bundle(&rt, &script(&probes), &["NVIDIA_VISIBLE_DEVICES=all"]).unwrap();
-    bundle.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
-    let mapping = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
-    bundle.config["linux"]["uidMappings"] = mapping.clone();
-    bundle.config["linux"]["gidMappings"] = mapping;
+    bundle.add_user_namespace();
     bundle.save().unwrap();
     let (output, report) = rt.run_bundle(&bundle);
     assert!(

@@ -450,13 +450,7 @@ fn user_namespace_container_gets_nested_nodes_bound() {
         &nested,
         &["NVIDIA_VISIBLE_DEVICES=0:0", "NVIDIA_IMEX_CHANNELS=0"],
     );
-    bundle.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
-    let mapping = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
-    bundle.config["linux"]["uidMappings"] = mapping.clone();
-    bundle.config["linux"]["gidMappings"] = mapping;
+    bundle.add_user_namespace();
     bundle.save().unwrap();
     let report = rt.run_ok(&bundle);
     assert_nodes(&report, &nested, &["/dev/nvidia-caps/nvidia-cap23"]);
