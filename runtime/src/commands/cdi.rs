@@ -2,16 +2,13 @@
 //! generate` writes, so podman, CRI-O and containerd can use the GPUs too), and the device
 //! names the configured spec directories define.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gpu::cdi::registry::Registry;
 use gpu::cdi::spec::SpecFormat;
 use gpu::config::GpuConfig;
 use gpu::inventory::HostInventory;
 
+use super::write_atomically;
 use crate::cli::{CdiCommand, CdiFormat};
 
 pub fn cdi(command: CdiCommand) -> Result<()> {
@@ -28,7 +25,7 @@ pub fn cdi(command: CdiCommand) -> Result<()> {
             };
             let text = spec.to_text(format)?;
             match output {
-                Some(path) => write_atomically(&path, text.as_bytes())?,
+                Some(path) => write_atomically(&path, text.as_bytes(), 0o644)?,
                 None => print!("{text}"),
             }
         }
@@ -43,31 +40,4 @@ pub fn cdi(command: CdiCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `data` to a temporary file next to `path` (mode 0644) and renames it over `path`, so
-/// a runtime reading the directory never sees half a spec.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    // A dot name with another extension, so CDI readers skip it while it is written.
-    let temp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&temp)
-        .with_context(|| format!("cannot create {}", temp.display()))?;
-    file.write_all(data)
-        .and_then(|()| file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))
 }

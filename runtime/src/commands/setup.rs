@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table};
 
-use super::absolute;
+use super::{absolute, write_atomically};
 use crate::cli::{SetupArgs, SetupCommand};
 
 const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
@@ -122,12 +122,9 @@ pub fn setup(command: SetupCommand) -> Result<()> {
 /// Replaces `path` by `text` (through a temporary file and a rename, keeping the old file's
 /// permissions), first copying the old file to `PATH.YYYYMMDD-HHMMSS.bak` when there is one.
 fn write_with_backup(path: &Path, exists: bool, text: &str) -> Result<Option<PathBuf>> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let backup = if exists { Some(back_up(path)?) } else { None };
     let mode = fs::metadata(path).map_or(0o644, |meta| meta.permissions().mode() & 0o7777);
-    replace_file(path, text.as_bytes(), mode)?;
+    write_atomically(path, text.as_bytes(), mode)?;
     Ok(backup)
 }
 
@@ -167,23 +164,6 @@ fn back_up(path: &Path) -> Result<PathBuf> {
         }
     }
     unreachable!("an unbounded range ends only by returning")
-}
-
-/// Writes `path` atomically with `mode`: a temporary file beside it, renamed over it.
-fn replace_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    let name = path.file_name().context("a file path without a name")?;
-    let temp = path.with_file_name(format!(".{}.gpu-youki-new", name.to_string_lossy()));
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(content)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    };
-    write().map_err(|err| {
-        let _ = fs::remove_file(&temp);
-        anyhow::Error::new(err).context(format!("cannot write {}", path.display()))
-    })
 }
 
 /// containerd's configuration with the runtime handler (and default) set.
@@ -374,7 +354,7 @@ impl Placeholder {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        replace_file(&self.path, self.text.as_bytes(), 0o755)?;
+        write_atomically(&self.path, self.text.as_bytes(), 0o755)?;
         println!("installed placeholder {}", self.path.display());
         Ok(())
     }
