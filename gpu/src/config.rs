@@ -167,11 +167,18 @@ impl GpuConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let config: GpuConfig =
             toml::from_str(text).map_err(|err| anyhow::anyhow!("{}", one_line(&err, text)))?;
-        for (key, path) in [
+        let roots = [
             ("driver.root", &config.driver.root),
             ("driver.dev-root", &config.driver.dev_root),
             ("driver.proc-root", &config.driver.proc_root),
-        ] {
+        ];
+        // Spec directories are read from whatever directory the engine runs gpu-youki in.
+        let spec_dirs = config
+            .cdi
+            .spec_dirs
+            .iter()
+            .map(|dir| ("cdi.spec-dirs", dir));
+        for (key, path) in roots.into_iter().chain(spec_dirs) {
             anyhow::ensure!(
                 path.is_absolute(),
                 "{key} must be an absolute path, not {path:?}"
@@ -236,6 +243,13 @@ mod tests {
         assert_eq!(config.cdi.spec_dirs, default_spec_dirs());
         let config = GpuConfig::parse("[cdi]\nspec-dirs = [\"/x\"]\n").unwrap();
         assert_eq!(config.cdi.spec_dirs, [PathBuf::from("/x")]);
+        let err = GpuConfig::parse("[cdi]\nspec-dirs = [\"/x\", \"cdi\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cdi.spec-dirs must be an absolute path"),
+            "{err}"
+        );
     }
 
     #[test]

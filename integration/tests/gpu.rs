@@ -475,7 +475,54 @@ fn bad_requests_fail_with_one_line_and_leave_nothing() {
     let mut bundle = gpu_bundle(&rt, "true", &[]).unwrap();
     let tree_before = tree_fingerprint(&rootfs(&bundle));
     let base_env = bundle.config["process"]["env"].clone();
-    let cases: [(&[&str], &[&str]); 6] = [
+    let huge_token = format!("NVIDIA_VISIBLE_DEVICES={}", "x".repeat(100_000));
+    let huge_list = format!(
+        "NVIDIA_DRIVER_CAPABILITIES={}bogus",
+        "compute,".repeat(20_000)
+    );
+    let cases: [(&[&str], &[&str]); 15] = [
+        (
+            &[&huge_token],
+            &["NVIDIA_VISIBLE_DEVICES=", "(100000 bytes)"],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=all", &huge_list],
+            &["NVIDIA_DRIVER_CAPABILITIES=", "bytes)"],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=1"],
+            &["NVIDIA_VISIBLE_DEVICES is set twice", "\"0\" and \"1\""],
+        ),
+        (
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_VISIBLE_DEVICES=all\nx",
+            ],
+            &["NVIDIA_VISIBLE_DEVICES is set twice", "\"all\\nx\""],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=0\u{e9}"],
+            &["NVIDIA_VISIBLE_DEVICES=\"0\u{e9}\""],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_IMEX_CHANNELS=abc"],
+            &["NVIDIA_IMEX_CHANNELS=\"abc\""],
+        ),
+        (
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_IMEX_CHANNELS=99999999",
+            ],
+            &["NVIDIA_IMEX_CHANNELS=\"99999999\"", "0 to 1048575"],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_MIG_CONFIG_DEVICES=0"],
+            &["NVIDIA_MIG_CONFIG_DEVICES=\"0\"", "only \"all\""],
+        ),
+        (
+            &["NVIDIA_VISIBLE_DEVICES=all", "CUDA_VERSION=12.x"],
+            &["CUDA_VERSION=\"12.x\""],
+        ),
         (
             &["NVIDIA_VISIBLE_DEVICES=7"],
             &["NVIDIA_VISIBLE_DEVICES", "index 7"],
@@ -1208,4 +1255,52 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
     assert_sees_gpus(&rt.run_ok(&privileged), &f.fake2, &[0, 1]);
     rt.assert_clean(&privileged);
     let _ = fs::remove_file(config);
+}
+
+/// A bad config file (wrong type, unknown key, unknown value, non-UTF-8, a key set twice, a
+/// relative spec directory) fails the create of a GPU container with one line naming the file
+/// and the key, and nothing is left behind.
+#[test]
+fn bad_config_files_fail_with_one_line_naming_the_key() {
+    let bundle_rt = GpuRuntime::new(&fixtures().fake2);
+    let bundle = gpu_bundle(&bundle_rt, "true", &["NVIDIA_VISIBLE_DEVICES=all"]).unwrap();
+    let config = bundle.dir.join("bad-config.toml");
+    let rt = GpuRuntime::with_config(config.clone());
+    let cases: [(&[u8], &[&str]); 6] = [
+        (
+            b"[driver]\nroot = 3\n",
+            &["line 2 (root = 3)", "invalid type"],
+        ),
+        (
+            b"[request]\nvolume-mount = true\n",
+            &["unknown field `volume-mount`"],
+        ),
+        (
+            b"[request]\nunprivileged-env = \"deny\"\n",
+            &["(unprivileged-env = \"deny\")", "`accept` or `ignore`"],
+        ),
+        (b"[driver]\nroot = \"/\xff\xfe\"\n", &["valid UTF-8"]),
+        (
+            b"[driver]\nroot = \"/a\"\nroot = \"/b\"\n",
+            &["line 3 (root = \"/b\")", "duplicate key"],
+        ),
+        (
+            b"[cdi]\nspec-dirs = [\"cdi\"]\n",
+            &["cdi.spec-dirs must be an absolute path"],
+        ),
+    ];
+    for (text, expected) in cases {
+        fs::write(&config, text).unwrap();
+        let id = unique("badcfg");
+        let _guard = rt.delete_on_drop(&id);
+        let output = rt.run(&["create", "-b", bundle.path(), &id]);
+        assert!(!output.status.success(), "{text:?} was accepted");
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{text:?}: {err}");
+        assert!(err.contains(&config.display().to_string()), "{err}");
+        for part in expected {
+            assert!(err.contains(part), "{text:?}: {part:?} not in {err}");
+        }
+        rt.assert_clean(&bundle);
+    }
 }
