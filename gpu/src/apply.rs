@@ -188,6 +188,14 @@ fn pass_on_cdi_edits(spec: &mut Spec, edits: &crate::plan::SpecEdits) -> Result<
     Ok(())
 }
 
+/// Sets `KEY=VALUE` in a process environment (`KEY=VALUE` items), in place of any value `KEY`
+/// had: a variable set twice would be ambiguous to the request parser and to the process.
+pub fn set_env_item(env: &mut Vec<String>, item: &str) {
+    let key = item.split_once('=').map_or(item, |(key, _)| key);
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(item.to_string());
+}
+
 /// Sets the plan's environment items (replacing same-named ones) and adds its groups.
 fn edit_process(spec: &mut Spec, plan: &GpuPlan) {
     if plan.env.is_empty() && plan.additional_gids.is_empty() {
@@ -198,9 +206,7 @@ fn edit_process(spec: &mut Spec, plan: &GpuPlan) {
     };
     let mut env = process.env().clone().unwrap_or_default();
     for item in &plan.env {
-        let key = item.split_once('=').map_or(item.as_str(), |(key, _)| key);
-        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-        env.push(item.clone());
+        set_env_item(&mut env, item);
     }
     process.set_env(Some(env));
     let user = process.user_mut();

@@ -63,13 +63,6 @@ fn env_of(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Sets `KEY=VALUE` in `env`, in place of any value `KEY` had.
-fn replace_var(env: &mut Vec<String>, item: &str) {
-    let key = item.split_once('=').map_or(item, |(key, _)| key);
-    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-    env.push(item.to_string());
-}
-
 /// The request: the process environment, with the request variables of an engine's GPU hook
 /// (`ctr run --gpus`) in place of the same variables, and the device list and IMEX channels of
 /// `/dev/null` volume mounts taking the place of `NVIDIA_VISIBLE_DEVICES` and
@@ -93,7 +86,7 @@ fn request_of(
         ignore_device_lists(&mut env);
     }
     for item in engine_hooks::request_env(hooks)? {
-        replace_var(&mut env, &item);
+        apply::set_env_item(&mut env, &item);
     }
     if config.request.volume_mounts {
         let mounts: Vec<(&Path, &Path)> = spec
@@ -118,7 +111,7 @@ fn request_of(
         ];
         for (variable, list) in lists {
             if let Some(list) = list {
-                replace_var(&mut env, &format!("{variable}={list}"));
+                apply::set_env_item(&mut env, &format!("{variable}={list}"));
             }
         }
     }
@@ -132,7 +125,7 @@ fn request_of(
             .map(str::to_string)
             .collect();
         list.extend(annotated.iter().map(ToString::to_string));
-        replace_var(&mut env, &format!("{key}{}", list.join(",")));
+        apply::set_env_item(&mut env, &format!("{key}{}", list.join(",")));
     }
     let mut request = GpuRequest::from_env(&env)?;
     if let Some(request) = request.as_mut() {
