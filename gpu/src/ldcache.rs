@@ -152,9 +152,13 @@ fn check_c_string(what: &str, bytes: &[u8]) -> Result<()> {
 ///
 /// Digit runs compare numerically (`libfoo.so.10` > `libfoo.so.9`; leading zeros ignored) and
 /// after any non-digit; other bytes compare as C `char` (signed on x86-64, unsigned on
-/// aarch64). Digit runs longer than nine digits wrap as the C `int` arithmetic does. Only the
-/// sign of the result is meaningful.
-pub fn libcmp(a: &[u8], b: &[u8]) -> i32 {
+/// aarch64). Digit runs longer than nine digits wrap as the C `int` arithmetic does.
+///
+/// One deliberate difference: glibc returns `val1 - val2`, which overflows for wrapped values
+/// far apart and makes its order cyclic (a hostile image's cache can hold such names). Here the
+/// two values are compared, so the order is total and sorting cannot fail; for every pair
+/// glibc compares without overflow (all digit runs up to nine digits) the result is the same.
+pub fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
     // Reading past the end yields the terminating NUL, as in C.
     let at = |s: &[u8], i: usize| s.get(i).map_or(0, |&byte| byte as c_char as i32);
     let is_digit = |c: i32| (i32::from(b'0')..=i32::from(b'9')).contains(&c);
@@ -173,23 +177,23 @@ pub fn libcmp(a: &[u8], b: &[u8]) -> i32 {
         let (ca, cb) = (at(a, i), at(b, j));
         if is_digit(ca) {
             if !is_digit(cb) {
-                return 1;
+                return Ordering::Greater;
             }
             let va = digit_run(a, &mut i);
             let vb = digit_run(b, &mut j);
             if va != vb {
-                return va.wrapping_sub(vb);
+                return va.cmp(&vb);
             }
         } else if is_digit(cb) {
-            return -1;
+            return Ordering::Less;
         } else if ca != cb {
-            return ca - cb;
+            return ca.cmp(&cb);
         } else {
             i += 1;
             j += 1;
         }
     }
-    -at(b, j)
+    0.cmp(&at(b, j))
 }
 
 /// ldconfig's entry order (`compare()` in `elf/cache.c`): SONAME descending by [`libcmp`], then
@@ -198,7 +202,6 @@ pub fn libcmp(a: &[u8], b: &[u8]) -> i32 {
 /// for ldconfig is the directory scan order and decides which of two same-named libraries wins.
 pub fn ldconfig_order(a: &LdCacheEntry, b: &LdCacheEntry) -> Ordering {
     libcmp(b.soname.as_bytes(), a.soname.as_bytes())
-        .cmp(&0)
         .then_with(|| b.flags.cmp(&a.flags))
         .then_with(|| match (&a.hwcaps, &b.hwcaps) {
             (Some(x), Some(y)) => x.subdirectory.as_bytes().cmp(y.subdirectory.as_bytes()),
@@ -736,13 +739,38 @@ mod tests {
         ];
         for (a, b, expected) in cases {
             assert_eq!(
-                libcmp(a, b).cmp(&0),
+                libcmp(a, b),
                 *expected,
                 "libcmp({:?}, {:?})",
                 String::from_utf8_lossy(a),
                 String::from_utf8_lossy(b)
             );
         }
+    }
+
+    /// Wrapped digit runs far apart: glibc's `val1 - val2` overflows and orders these three in a
+    /// cycle. A hostile image's cache may hold such names; the order must stay total so that
+    /// every starting order sorts the same (and the standard sort has no reason to panic).
+    #[test]
+    fn wrapped_digit_runs_still_order_totally() {
+        // 2800000000 wraps to -1494967296; 2000000000 - (-1494967296) overflows in C.
+        let names = ["libx.so.2000000000", "libx.so.0", "libx.so.2800000000"];
+        let sorted = |order: [usize; 3]| {
+            let mut entries: Vec<LdCacheEntry> = order
+                .iter()
+                .map(|&i| entry(names[i], "/lib/x", NATIVE_FLAGS))
+                .collect();
+            entries.sort_by(ldconfig_order);
+            entries
+        };
+        let first = sorted([0, 1, 2]);
+        for order in [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            assert_eq!(sorted(order), first, "starting from {order:?}");
+        }
+        assert_eq!(
+            libcmp(names[0].as_bytes(), names[2].as_bytes()),
+            Ordering::Greater
+        );
     }
 
     /// The order from the reference's real example (§4), given shuffled.
