@@ -1,17 +1,19 @@
 //! What the host's NVIDIA driver offers, read without NVML and without running anything: the
 //! driver version and GPUs from `/proc/driver/nvidia`, device majors from `/proc/devices`, device
 //! nodes from `/dev`, and the driver's libraries (with their SONAMEs), binaries, IPC sockets and
-//! GSP firmware from the driver root. Re-read at every GPU container start: it is a handful of
-//! small files and directory listings.
+//! GSP firmware from the driver root. Read at every GPU container start: it is a handful of
+//! small files and directory listings, except for the installed files, which a container start
+//! takes from [`crate::file_cache`] while the driver is unchanged.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DriverConfig;
+use crate::file_cache::DriverFileCache;
 use crate::fsroot::FsRoot;
 use crate::ldcache::LdCache;
 use crate::pci::PciBusId;
@@ -143,7 +145,7 @@ pub struct DeviceNode {
 }
 
 /// Which part of the driver a file belongs to; capabilities select parts (reference §2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverPart {
     /// NVML and other utility libraries.
@@ -205,7 +207,7 @@ impl DriverPart {
 }
 
 /// One file (or the MPS directory) of the driver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverFile {
     /// Which part it belongs to.
     pub part: DriverPart,
@@ -315,9 +317,20 @@ const BINARY_DIRS: &[&str] = &[
 ];
 
 impl HostInventory {
-    /// Reads the inventory under the configured roots.
-    #[tracing::instrument(level = "debug", name = "inventory", skip_all)]
+    /// Reads the inventory under the configured roots, every file found anew: what `gpu
+    /// inventory` shows.
     pub fn read(roots: &DriverConfig) -> Result<Self> {
+        Self::read_with(roots, None)
+    }
+
+    /// Reads the inventory, the driver's installed files from `cache` while they are unchanged
+    /// (IPC endpoints, GPUs and device nodes are always read): what a container start uses.
+    pub fn read_cached(roots: &DriverConfig, cache: &DriverFileCache) -> Result<Self> {
+        Self::read_with(roots, Some(cache))
+    }
+
+    #[tracing::instrument(level = "debug", name = "inventory", skip_all)]
+    fn read_with(roots: &DriverConfig, cache: Option<&DriverFileCache>) -> Result<Self> {
         let proc_dir = roots.proc_root.join("proc/driver/nvidia");
         let version_path = proc_dir.join("version");
         let version_text = std::fs::read_to_string(&version_path).with_context(|| {
@@ -356,12 +369,27 @@ impl HostInventory {
 
         let driver_root = FsRoot::open(&roots.root)
             .with_context(|| format!("cannot open the driver root {}", roots.root.display()))?;
-        let mut files = find_libraries(&driver_root, &roots.library_dirs, &driver_version)?;
-        files.extend(find_fixed_files(
-            &driver_root,
-            &roots.binary_dirs,
-            &driver_version,
-        )?);
+        let find = || {
+            let mut searched = Vec::new();
+            let mut files = find_libraries(
+                &driver_root,
+                &roots.library_dirs,
+                &driver_version,
+                &mut searched,
+            )?;
+            files.extend(find_installed_files(
+                &driver_root,
+                &roots.binary_dirs,
+                &driver_version,
+                &mut searched,
+            )?);
+            Ok((files, searched))
+        };
+        let mut files = match cache {
+            Some(cache) => cache.driver_files(roots, &driver_version, find)?,
+            None => find()?.0,
+        };
+        files.extend(find_ipc(&driver_root)?);
         files.sort_by(|a, b| (a.part, &a.name).cmp(&(b.part, &b.name)));
         let mig_capabilities = read_mig_capabilities(roots, majors.caps)?;
         Ok(HostInventory {
@@ -693,14 +721,18 @@ fn char_device(dev: &Path, name: &str) -> Result<Option<DeviceNode>> {
 
 /// Driver libraries: for each known name, the first `<name>.so.<version>` in the search
 /// directories (and their `vdpau/` subdirectory), with its SONAME.
-fn find_libraries(root: &FsRoot, configured: &[PathBuf], version: &str) -> Result<Vec<DriverFile>> {
+fn find_libraries(
+    root: &FsRoot,
+    configured: &[PathBuf],
+    version: &str,
+    searched: &mut Vec<PathBuf>,
+) -> Result<Vec<DriverFile>> {
     let mut dirs: Vec<PathBuf> = configured.to_vec();
     if dirs.is_empty() {
         dirs.extend(cached_library_dirs(root)?);
         dirs.extend(STANDARD_LIBRARY_DIRS.iter().map(PathBuf::from));
     }
     let mut found: BTreeMap<&str, DriverFile> = BTreeMap::new();
-    let mut seen_dirs = Vec::new();
     let candidates = dirs.iter().flat_map(|d| {
         [
             (d.clone(), None),
@@ -711,10 +743,10 @@ fn find_libraries(root: &FsRoot, configured: &[PathBuf], version: &str) -> Resul
         let Some(real) = root.resolve(&dir)? else {
             continue;
         };
-        if seen_dirs.contains(&real) {
+        if searched.contains(&real) {
             continue;
         }
-        seen_dirs.push(real.clone());
+        searched.push(real.clone());
         for name in root.read_dir(&dir)? {
             let name = name.to_string_lossy().into_owned();
             let Some(prefix) = name.strip_suffix(&format!(".so.{version}")) else {
@@ -766,51 +798,42 @@ fn cached_library_dirs(root: &FsRoot) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Binaries, IPC endpoints and GSP firmware, at fixed places under the driver root.
-fn find_fixed_files(
+/// Binaries and GSP firmware, at fixed places under the driver root: installed with the
+/// driver, so they are cached with the libraries. The directories looked in are added to
+/// `searched`.
+fn find_installed_files(
     root: &FsRoot,
     configured: &[PathBuf],
     version: &str,
+    searched: &mut Vec<PathBuf>,
 ) -> Result<Vec<DriverFile>> {
     let binary_dirs: Vec<PathBuf> = if configured.is_empty() {
         BINARY_DIRS.iter().map(PathBuf::from).collect()
     } else {
         configured.to_vec()
     };
+    let firmware_dir = Path::new("/lib/firmware/nvidia").join(version);
+    for dir in binary_dirs.iter().chain([&firmware_dir]) {
+        if let Some(real) = root.resolve(dir)? {
+            if !searched.contains(&real) {
+                searched.push(real);
+            }
+        }
+    }
     let mut files = Vec::new();
     for &(name, part) in BINARIES {
         for dir in &binary_dirs {
             let path = dir.join(name);
             if let Some(host_path) = root.resolve(&path)? {
-                files.push(DriverFile {
+                files.push(fixed_file(
                     part,
                     host_path,
-                    name: name.to_string(),
-                    container_path: Some(Path::new("/usr/bin").join(name)),
-                    soname: None,
-                    library_subdir: None,
-                });
+                    &Path::new("/usr/bin").join(name),
+                ));
                 break;
             }
         }
     }
-    for &(path, part) in IPC {
-        if let Some(host_path) = root.resolve(Path::new(path))? {
-            files.push(DriverFile {
-                part,
-                host_path,
-                name: Path::new(path)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-                container_path: Some(PathBuf::from(path)),
-                soname: None,
-                library_subdir: None,
-            });
-        }
-    }
-    let firmware_dir = Path::new("/lib/firmware/nvidia").join(version);
     let mut firmware: Vec<String> = root
         .read_dir(&firmware_dir)?
         .into_iter()
@@ -821,17 +844,37 @@ fn find_fixed_files(
     for name in firmware {
         let path = firmware_dir.join(&name);
         if let Some(host_path) = root.resolve(&path)? {
-            files.push(DriverFile {
-                part: DriverPart::Firmware,
-                host_path,
-                name,
-                container_path: Some(path),
-                soname: None,
-                library_subdir: None,
-            });
+            files.push(fixed_file(DriverPart::Firmware, host_path, &path));
         }
     }
     Ok(files)
+}
+
+/// IPC endpoints (sockets, the MPS pipe directory, configuration the daemons read): they come
+/// and go with their daemons, so they are looked for at every start.
+fn find_ipc(root: &FsRoot) -> Result<Vec<DriverFile>> {
+    let mut files = Vec::new();
+    for &(path, part) in IPC {
+        if let Some(host_path) = root.resolve(Path::new(path))? {
+            files.push(fixed_file(part, host_path, Path::new(path)));
+        }
+    }
+    Ok(files)
+}
+
+/// A file that goes to the same path in every container.
+fn fixed_file(part: DriverPart, host_path: PathBuf, container_path: &Path) -> DriverFile {
+    DriverFile {
+        part,
+        host_path,
+        name: container_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        container_path: Some(container_path.to_path_buf()),
+        soname: None,
+        library_subdir: None,
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! * [`engine_hooks`]: the toolkit hooks docker and containerd add for `--gpus`, read as a
 //!   request and left out of the effective spec;
 //! * [`inventory`]: what the host's driver offers, read from procfs, /dev and the driver's files;
+//! * [`file_cache`]: the driver's installed files, found once per driver install;
 //! * [`plan`]: what one container gets, a pure function of request, inventory and rootfs facts;
 //! * [`apply`]: the plan carried out on the spec, the rootfs and the container's mounts;
 //! * [`cdi`]: CDI specs read, resolved and compiled into the same plan, NVIDIA's CDI hooks
@@ -24,6 +25,7 @@ pub mod config;
 pub mod driver;
 pub mod elf;
 pub mod engine_hooks;
+pub mod file_cache;
 pub mod fsroot;
 pub mod inventory;
 pub mod ldcache;

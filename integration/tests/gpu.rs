@@ -1304,3 +1304,117 @@ fn bad_config_files_fail_with_one_line_naming_the_key() {
         rt.assert_clean(&bundle);
     }
 }
+
+/// The driver file cache all starts share (`gpu_youki::gpu_stage::DRIVER_FILE_CACHE`).
+const DRIVER_FILE_CACHE: &str = "/run/gpu-youki-cache";
+
+/// Eight GPU containers started at once on a driver new to the cache, and again after the driver
+/// changed (its libcuda replaced): each time the driver's files are found once between them, the
+/// cache is replaced by rename (no partial or temporary file is ever left), and every container
+/// gets the GPU and a libcuda that loads.
+#[test]
+fn concurrent_first_starts_after_a_driver_change_find_the_files_once() {
+    let f = fixtures();
+    let driver_root = std::env::temp_dir().join(unique("gpu-youki-driver-copy"));
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&f.fake2.root)
+        .arg(&driver_root)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -a {}", f.fake2.root.display());
+    let root_text = driver_root.to_str().unwrap();
+    let config = driver_root.join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[driver]\nroot = {root_text:?}\ndev-root = {root_text:?}\nproc-root = {root_text:?}\n"
+        ),
+    )
+    .unwrap();
+    let rt = GpuRuntime::with_config(config);
+    let probe = "test -c /dev/nvidia0 && cuda-probe";
+    let bundles: Vec<Bundle> = (0..8)
+        .map(|_| gpu_bundle(&rt, probe, &["NVIDIA_VISIBLE_DEVICES=0"]).unwrap())
+        .collect();
+    let logs = driver_root.join("logs");
+    fs::create_dir(&logs).unwrap();
+    let start_all = |round: &str| -> usize {
+        in_parallel(bundles.iter().enumerate().collect(), |(i, bundle)| {
+            let log = logs.join(format!("{round}-{i}.log"));
+            let id = unique("cache");
+            let output = rt.run(&[
+                "--debug",
+                "--log",
+                log.to_str().unwrap(),
+                "--log-format",
+                "text",
+                "run",
+                "-b",
+                bundle.path(),
+                &id,
+            ]);
+            assert!(
+                output.status.success(),
+                "round {round}, container {i}: {}\n{}",
+                stderr(&output),
+                String::from_utf8_lossy(&output.stdout)
+            );
+        });
+        (0..8)
+            .map(|i| {
+                fs::read_to_string(logs.join(format!("{round}-{i}.log")))
+                    .unwrap()
+                    .matches("rebuilt the driver file cache")
+                    .count()
+            })
+            .sum()
+    };
+    // This driver's cache file, and every file named after it (its lock, any temporary one).
+    let ours = || -> Vec<String> {
+        let names: Vec<String> = fs::read_dir(DRIVER_FILE_CACHE)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let stems: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .filter(|stem| {
+                fs::read_to_string(Path::new(DRIVER_FILE_CACHE).join(format!("{stem}.json")))
+                    .is_ok_and(|text| text.contains(root_text))
+            })
+            .collect();
+        let mut found: Vec<String> = names
+            .iter()
+            .filter(|n| stems.iter().any(|stem| n.starts_with(&format!("{stem}."))))
+            .cloned()
+            .collect();
+        found.sort();
+        found
+    };
+    let one_cache_file = |found: Vec<String>| {
+        assert!(
+            found.len() == 2 && found[0].ends_with(".json") && found[1].ends_with(".lock"),
+            "one cache file and its lock: {found:?}"
+        );
+    };
+
+    assert_eq!(start_all("first"), 1, "a new driver: one search");
+    one_cache_file(ours());
+    assert_eq!(start_all("cached"), 0, "an unchanged driver: no search");
+
+    // A driver update replaces the library: a new inode at the same path.
+    let libcuda = driver_root
+        .join(LIB_DIR.trim_start_matches('/'))
+        .join(format!("libcuda.so.{}", f.fake2.version()));
+    let replacement = libcuda.with_extension("new");
+    fs::copy(&libcuda, &replacement).unwrap();
+    fs::rename(&replacement, &libcuda).unwrap();
+    assert_eq!(start_all("changed"), 1, "a changed driver: one search");
+    one_cache_file(ours());
+
+    for name in ours() {
+        fs::remove_file(Path::new(DRIVER_FILE_CACHE).join(name)).unwrap();
+    }
+    fs::remove_dir_all(&driver_root).unwrap();
+}

@@ -17,6 +17,7 @@ use gpu::cdi::hooks::is_nvidia_hook;
 use gpu::cdi::registry::Registry;
 use gpu::config::{GpuConfig, UnprivilegedEnv};
 use gpu::engine_hooks;
+use gpu::file_cache::DriverFileCache;
 use gpu::fsroot::FsRoot;
 use gpu::inventory::{DriverPart, HostInventory};
 use gpu::plan::{GpuPlan, PlannedFile, PlannedMount, RootfsFacts};
@@ -28,6 +29,10 @@ use libcontainer::oci_spec::runtime::Spec;
 
 /// Where the effective spec of a GPU container is kept in its state directory (for `update`).
 pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
+
+/// Where the driver's installed files, found once per driver install, are cached for all
+/// container starts ([`gpu::file_cache`]); on tmpfs, so that a reboot starts afresh.
+pub const DRIVER_FILE_CACHE: &str = "/run/gpu-youki-cache";
 
 /// A GPU container being created: its plan and the shadow bundle libcontainer builds from.
 pub struct GpuStage {
@@ -225,7 +230,10 @@ pub fn plan_for(
     let inventory = match inventory {
         Some(inventory) => Some(inventory),
         None if wants_nvidia || nvidia_hooks => {
-            read = HostInventory::read(&config.driver)?;
+            read = HostInventory::read_cached(
+                &config.driver,
+                &DriverFileCache::new(DRIVER_FILE_CACHE),
+            )?;
             Some(&read)
         }
         None => None,
