@@ -52,6 +52,8 @@ SETTLE = 10
 # A worker's cycle that outlives the phase's deadline by this much is killed: each runtime
 # command already has bench.wait's own 60 s limit.
 GRACE = 300
+LATENCY = ("direct: from spawning `create` until `start` returned (the workload runs); ctr: "
+           "the wall time of `ctr run --rm`")
 TASK_DIR = os.path.join(bench.CONTAINERD_DIR, "state", "io.containerd.runtime.v2.task",
                         bench.NAMESPACE)
 
@@ -415,8 +417,7 @@ def report(args, result):
     p(f"gpu-youki load run, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
       f"{m['cpus']} CPUs, kernel {m['kernel']}, cgroup {m['cgroup']}; "
       f"{result['duration_s']}s in all")
-    p("start latency: direct = create + start (until the workload runs); ctr = `ctr run --rm` "
-      "wall time")
+    p(f"start latency: {LATENCY}")
     ok = True
     for phase in result["phases"]:
         lat = phase.get("latency_ms", {})
@@ -449,7 +450,8 @@ def report(args, result):
     with open(os.path.join(args.out, "report.txt"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(dict(result, machine=m, passed=ok), f, indent=1)
+        json.dump(dict(result, machine=m, settings=vars(args), start_latency=LATENCY,
+                       passed=ok), f, indent=1)
     return ok
 
 
