@@ -1042,9 +1042,14 @@ def report(args, cases, ctr_cases, floor, items, samples, spans, rss, notes):
     return rows
 
 
-if __name__ == "__main__":
+def run_main(main, prog):
+    """Runs a script's main; a BenchError ends it with its message and exit code 1."""
     try:
         main()
     except BenchError as err:
-        print(f"bench: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_main(main, "bench")

@@ -456,8 +456,4 @@ def report(args, result):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as err:
-        print(f"load: {err}", file=sys.stderr)
-        sys.exit(1)
+    bench.run_main(main, "load")
