@@ -33,13 +33,23 @@ import subprocess
 import sys
 import time
 
-STATE = "/run/gpu-youki-bench"
-CGROUP_PARENT = "gpu-youki-bench"
-CONTAINERD_DIR = "/tmp/gpu-youki-bench-containerd"
-# ctr's namespace; the shim puts its containers in the cgroup /NAMESPACE/ID, so they land under
-# the same parent as the direct cases', and keeps their runtime state here:
-NAMESPACE = CGROUP_PARENT
-SHIM_RUNTIME_ROOT = f"/run/containerd/runc/{NAMESPACE}"
+
+def use_scratch(name):
+    """Names the scratch area (state, cgroup parent, containerd, lock) that everything here
+    makes, finds and cleans up: `gpu-youki-bench`, or scripts/load's own, so that neither
+    ever takes the other's containers for leftovers."""
+    global STATE, CGROUP_PARENT, CONTAINERD_DIR, NAMESPACE, SHIM_RUNTIME_ROOT, LOCK
+    STATE = f"/run/{name}"
+    CGROUP_PARENT = name
+    CONTAINERD_DIR = f"/tmp/{name}-containerd"
+    # ctr's namespace; the shim puts its containers in the cgroup /NAMESPACE/ID, so they land
+    # under the same parent as the direct cases', and keeps their runtime state here:
+    NAMESPACE = CGROUP_PARENT
+    SHIM_RUNTIME_ROOT = f"/run/containerd/runc/{NAMESPACE}"
+    LOCK = f"/run/{name}.lock"
+
+
+use_scratch("gpu-youki-bench")
 GPU_ENV = "NVIDIA_VISIBLE_DEVICES=all"
 CAPS = {"cu": "compute,utility", "all": "all"}
 GPU_COUNTS = (1, 8, 64)
@@ -279,6 +289,43 @@ def cleanup(runtimes):
     return leftovers()
 
 
+def take_scratch(runtimes):
+    """Locks the scratch area (see use_scratch), so that one run at a time uses it, and
+    removes what an interrupted earlier run left there. Returns the lock, held while it stays
+    open."""
+    lock = open(LOCK, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BenchError(f"another run is using {STATE} ({LOCK} is locked)")
+    left = leftovers()
+    if left:
+        log("an earlier run left these; removing them:\n  " + "\n  ".join(left))
+        left = cleanup(runtimes)
+        if left:
+            raise BenchError("cannot remove what an earlier run left:\n  " + "\n  ".join(left))
+    return lock
+
+
+def become_subreaper():
+    """Containers' inits are reparented to this process when the runtime's create exits, as
+    they are to containerd's shim: waiting for them is how the shim learns of an exit."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def interrupt_on_signals():
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so that cleanup runs; also when
+    started with SIGINT ignored (a background job of a script)."""
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
 # --- bundles -------------------------------------------------------------------------------
 
 
@@ -373,7 +420,8 @@ class Case:
 
     def next_id(self):
         self.count += 1
-        return f"gyb-{self.name}-{self.count}"
+        self.last_id = f"gyb-{self.name}-{self.count}"
+        return self.last_id
 
     def environ(self):
         return dict(os.environ, **self.env) if self.env else None
@@ -444,11 +492,12 @@ class CtrCase:
 
     def run(self):
         self.count += 1
+        self.last_id = f"gyb-{self.name}-{self.count}"
         argv = self.ctr + ["run", "--rm", "--runtime", "io.containerd.runc.v2",
                            "--runc-binary", self.binary]
         for item in self.env:
             argv += ["--env", item]
-        argv += [self.image, f"gyb-{self.name}-{self.count}", "true"]
+        argv += [self.image, self.last_id, "true"]
         ns, code = run_timed(argv, None, self.out)
         check(code, argv, self.out)
         reap_orphans()  # shims that exited, reparented here when containerd's helper exited
@@ -510,14 +559,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 # --- statistics and reports ----------------------------------------------------------------
 
 
+def percentile(ordered, fraction):
+    """The nearest-rank percentile of sorted values: the smallest value with at least that
+    fraction of them at or below it."""
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
 def stats(values):
     ordered = sorted(values)
-    n = len(ordered)
     return {
-        "n": n,
+        "n": len(ordered),
         "min": ordered[0],
         "median": statistics.median(ordered),
-        "p90": ordered[max(0, math.ceil(0.9 * n) - 1)],
+        "p90": percentile(ordered, 0.9),
+        "p99": percentile(ordered, 0.99),
         "max": ordered[-1],
     }
 
@@ -667,30 +722,9 @@ def main():
     fakes = {int(k): v for k, v in (f.split("=", 1) for f in args.fake)}
     runtimes = {"runc": shutil.which("runc"), "youki": args.youki, "gpu-youki": args.gpu_youki}
 
-    lock = open("/run/gpu-youki-bench.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise BenchError("another scripts/bench is running (/run/gpu-youki-bench.lock)")
-    left = leftovers()
-    if left:
-        log("an earlier run left these; removing them:\n  " + "\n  ".join(left))
-        left = cleanup(runtimes)
-        if left:
-            raise BenchError("cannot remove what an earlier run left:\n  " + "\n  ".join(left))
-
-    # Containers' inits are reparented to this process when the runtime's create exits, as
-    # they are to containerd's shim: waiting for them is how the shim learns of an exit.
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed")
-
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
-
-    # Also when started with SIGINT ignored (a background job of a script).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    lock = take_scratch(runtimes)
+    become_subreaper()
+    interrupt_on_signals()
     try:
         results = bench(args, fakes, runtimes)
     except KeyboardInterrupt:
@@ -1008,9 +1042,14 @@ def report(args, cases, ctr_cases, floor, items, samples, spans, rss, notes):
     return rows
 
 
-if __name__ == "__main__":
+def run_main(main, prog):
+    """Runs a script's main; a BenchError ends it with its message and exit code 1."""
     try:
         main()
     except BenchError as err:
-        print(f"bench: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_main(main, "bench")
