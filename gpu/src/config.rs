@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::request::quoted;
+
 /// The configuration file read when `GPU_YOUKI_CONFIG` is not set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpu-youki/config.toml";
 
@@ -178,10 +180,29 @@ impl GpuConfig {
             .spec_dirs
             .iter()
             .map(|dir| ("cdi.spec-dirs", dir));
-        for (key, path) in roots.into_iter().chain(spec_dirs) {
+        for (key, path) in roots.into_iter().chain(spec_dirs.clone()) {
             anyhow::ensure!(
                 path.is_absolute(),
-                "{key} must be an absolute path, not {path:?}"
+                "{key} must be an absolute path, not {}",
+                quoted(&path.to_string_lossy())
+            );
+        }
+        let dirs = (config.driver.library_dirs.iter())
+            .map(|dir| ("driver.library-dirs", dir))
+            .chain(
+                config
+                    .driver
+                    .binary_dirs
+                    .iter()
+                    .map(|dir| ("driver.binary-dirs", dir)),
+            );
+        for (key, path) in roots.into_iter().chain(spec_dirs).chain(dirs) {
+            let text = path.to_string_lossy();
+            anyhow::ensure!(
+                text.len() < libc::PATH_MAX as usize && !text.contains('\0'),
+                "{key} {} is not a usable path: longer than PATH_MAX ({}) or holding a NUL",
+                quoted(&text),
+                libc::PATH_MAX
             );
         }
         Ok(config)
@@ -250,6 +271,29 @@ mod tests {
             err.contains("cdi.spec-dirs must be an absolute path"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_or_nul_paths_are_refused_naming_the_key() {
+        let huge = format!("/{}", "a".repeat(70_000));
+        for (text, key) in [
+            (format!("[driver]\nroot = {huge:?}\n"), "driver.root"),
+            (
+                format!("[driver]\nlibrary-dirs = [{huge:?}]\n"),
+                "driver.library-dirs",
+            ),
+            (
+                "[driver]\nbinary-dirs = [\"/usr/\\u0000bin\"]\n".to_string(),
+                "driver.binary-dirs",
+            ),
+            (format!("[cdi]\nspec-dirs = [{huge:?}]\n"), "cdi.spec-dirs"),
+        ] {
+            let err = GpuConfig::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(key) && err.contains("not a usable path") && err.len() < 400,
+                "{err}"
+            );
+        }
     }
 
     #[test]

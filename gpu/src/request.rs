@@ -52,7 +52,7 @@ pub const MAX_IMEX_CHANNEL: u32 = (1 << 20) - 1;
 const MAX_QUOTED_LEN: usize = 200;
 
 /// `value` quoted and escaped on one line, truncated past [`MAX_QUOTED_LEN`] bytes.
-fn quoted(value: &str) -> String {
+pub(crate) fn quoted(value: &str) -> String {
     if value.len() <= MAX_QUOTED_LEN {
         return format!("{value:?}");
     }

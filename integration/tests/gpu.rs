@@ -1266,7 +1266,8 @@ fn bad_config_files_fail_with_one_line_naming_the_key() {
     let bundle = gpu_bundle(&bundle_rt, "true", &["NVIDIA_VISIBLE_DEVICES=all"]).unwrap();
     let config = bundle.dir.join("bad-config.toml");
     let rt = GpuRuntime::with_config(config.clone());
-    let cases: [(&[u8], &[&str]); 6] = [
+    let huge_root = format!("[driver]\nroot = \"/{}\"\n", "a".repeat(70_000));
+    let cases: [(&[u8], &[&str]); 7] = [
         (
             b"[driver]\nroot = 3\n",
             &["line 2 (root = 3)", "invalid type"],
@@ -1287,6 +1288,10 @@ fn bad_config_files_fail_with_one_line_naming_the_key() {
         (
             b"[cdi]\nspec-dirs = [\"cdi\"]\n",
             &["cdi.spec-dirs must be an absolute path"],
+        ),
+        (
+            huge_root.as_bytes(),
+            &["driver.root \"/aaa", "(70001 bytes) is not a usable path"],
         ),
     ];
     for (text, expected) in cases {
