@@ -39,7 +39,8 @@ impl IdLock {
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("cannot open lock file {}", path.display()))?;
-            lock_whole_file(&file).with_context(|| format!("cannot lock {}", path.display()))?;
+            lock_whole_file(&file, true)
+                .with_context(|| format!("cannot lock {}", path.display()))?;
             // A previous holder unlinks the file before unlocking; if the path no longer names
             // the file we locked, lock again so that all contenders share one inode.
             let locked = file.metadata().context("cannot stat the lock file")?;
@@ -54,6 +55,38 @@ impl IdLock {
             }
         }
     }
+
+    /// Removes the lock file of `id` that a killed `create` left behind (its record lock died
+    /// with it); a lock that a live `create` holds is left alone. For `delete --force`.
+    pub fn remove_stale(root: &Path, id: &str) -> Result<()> {
+        let path = root.join(LOCK_DIR).join(id);
+        let file = match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot open lock file {}", path.display()))
+            }
+        };
+        match lock_whole_file(&file, false) {
+            Ok(()) => {}
+            Err(Errno::EAGAIN | Errno::EACCES) => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("cannot lock {}", path.display())),
+        }
+        // A file that is no longer at the path was unlinked by its holder; the path may now
+        // name another create's lock.
+        let locked = file.metadata().context("cannot stat the lock file")?;
+        match fs::metadata(&path) {
+            Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {}
+            _ => return Ok(()),
+        }
+        // Dropping the lock unlinks the file while holding it, as a `create` does.
+        drop(IdLock {
+            path,
+            file: Some(file),
+        });
+        Ok(())
+    }
 }
 
 impl Drop for IdLock {
@@ -64,8 +97,9 @@ impl Drop for IdLock {
     }
 }
 
-/// Waits for an exclusive POSIX record lock on the whole file.
-fn lock_whole_file(file: &File) -> nix::Result<()> {
+/// Takes an exclusive POSIX record lock on the whole file, waiting for it when `wait` (else
+/// failing with `EAGAIN` or `EACCES` while another process holds it).
+fn lock_whole_file(file: &File, wait: bool) -> nix::Result<()> {
     let request = libc::flock {
         l_type: libc::F_WRLCK as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
@@ -74,7 +108,12 @@ fn lock_whole_file(file: &File) -> nix::Result<()> {
         l_pid: 0,
     };
     loop {
-        match fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&request)) {
+        let command = if wait {
+            FcntlArg::F_SETLKW(&request)
+        } else {
+            FcntlArg::F_SETLK(&request)
+        };
+        match fcntl(file.as_raw_fd(), command) {
             Err(Errno::EINTR) => continue,
             other => return other.map(|_| ()),
         }
@@ -84,6 +123,44 @@ fn lock_whole_file(file: &File) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_lock_file_is_removed_and_a_held_one_kept() {
+        let root = std::env::temp_dir().join(format!("gpu-youki-stale-{}", std::process::id()));
+        fs::create_dir_all(root.join(LOCK_DIR)).unwrap();
+        let path = root.join(LOCK_DIR).join("some-id");
+        // A lock file nobody holds, as a SIGKILLed create leaves it.
+        File::create(&path).unwrap();
+        IdLock::remove_stale(&root, "some-id").unwrap();
+        assert!(!path.exists());
+        // A missing one is no error.
+        IdLock::remove_stale(&root, "some-id").unwrap();
+        // One that another process holds (a record lock, as python's lockf takes it) stays.
+        File::create(&path).unwrap();
+        let mut holder = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys; f = open(sys.argv[1], 'w'); fcntl.lockf(f, fcntl.LOCK_EX); \
+                 print('locked', flush=True); sys.stdin.read()",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "locked\n");
+        IdLock::remove_stale(&root, "some-id").unwrap();
+        assert!(path.exists(), "a held lock file was removed");
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn lock_file_is_removed_on_drop() {

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 
 use super::{container_dir, load_container, status_name};
-use crate::gpu_stage::remove_rootfs_overlay;
+use crate::gpu_stage::{remove_rootfs_overlay, remove_shadow_bundle};
+use crate::lock::IdLock;
 
 pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
     let dir = container_dir(root, &args.container_id)?;
@@ -18,7 +19,7 @@ pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot remove {}", dir.display()))?;
         }
-        return remove_rootfs_overlay(root, &args.container_id);
+        return remove_runtime_leftovers(root, &args.container_id);
     }
     let mut container = load_container(root, &args.container_id)?;
     container.refresh_status()?;
@@ -37,10 +38,18 @@ pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
     delete_container(&mut container, root, args.force)
 }
 
-/// Deletes a loaded container and what gpu-youki keeps beside its state (a rootfs overlay).
+/// Deletes a loaded container and what gpu-youki keeps beside its state.
 pub fn delete_container(container: &mut Container, root: &Path, force: bool) -> Result<()> {
     container
         .delete(force)
         .with_context(|| format!("cannot delete container {}", container.id()))?;
-    remove_rootfs_overlay(root, container.id())
+    remove_runtime_leftovers(root, container.id())
+}
+
+/// Removes what gpu-youki keeps beside the state of container `id` (a rootfs overlay) and what
+/// a `create` of it that was killed left there: its shadow bundle and its lock file.
+fn remove_runtime_leftovers(root: &Path, id: &str) -> Result<()> {
+    remove_rootfs_overlay(root, id)?;
+    remove_shadow_bundle(root, id)?;
+    IdLock::remove_stale(root, id)
 }
