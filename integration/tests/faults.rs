@@ -95,10 +95,14 @@ fn create_with_fault(rt: &mut GpuRuntime, bundle: &Bundle, id: &str, fault: &str
     output
 }
 
-/// What the host and the rootfs looked like before a faulty create.
-struct Before {
+/// What the host and the rootfs looked like before a faulty create, and what a create may
+/// change in the rootfs.
+struct Baseline {
     mounts: Vec<String>,
-    rootfs: BTreeMap<PathBuf, String>,
+    /// The rootfs as the container sees it, and its entries.
+    rootfs: PathBuf,
+    files: BTreeMap<PathBuf, String>,
+    placed: BTreeMap<PathBuf, String>,
 }
 
 /// The host's mount points, less the rootfs mounts of other containers (`…/rootfs` outside
@@ -110,13 +114,48 @@ fn host_mounts(bundle: &Bundle) -> Vec<String> {
         .collect()
 }
 
-impl Before {
-    fn take(bundle: &Bundle, rootfs: &Path) -> Self {
-        Before {
+impl Baseline {
+    /// Now, for `bundle` whose rootfs (as the container sees it) is `rootfs`, into which a
+    /// successful create writes `placed` (see [`placed_by_a_create`]).
+    fn take(bundle: &Bundle, rootfs: &Path, placed: &BTreeMap<PathBuf, String>) -> Self {
+        Baseline {
             mounts: host_mounts(bundle),
-            rootfs: tree_fingerprint(rootfs),
+            rootfs: rootfs.to_path_buf(),
+            files: tree_fingerprint(rootfs),
+            placed: placed.clone(),
         }
     }
+
+    /// The rootfs entries changed or added since the baseline.
+    fn rootfs_changes(&self) -> BTreeMap<PathBuf, String> {
+        tree_fingerprint(&self.rootfs)
+            .into_iter()
+            .filter(|(path, entry)| self.files.get(path) != Some(entry))
+            .collect()
+    }
+}
+
+/// What a successful create (and run) of a [`probe_bundle`] changes in its rootfs: the loader
+/// cache and drop-in, links and mount targets, from a fresh bundle run once.
+fn placed_by_a_create(rt: &GpuRuntime) -> BTreeMap<PathBuf, String> {
+    let bundle = probe_bundle(rt);
+    let rootfs = bundle.dir.join("rootfs");
+    let before = tree_fingerprint(&rootfs);
+    let output = rt.run(&["run", "--bundle", bundle.path(), &unique("reference")]);
+    assert!(
+        output.status.success(),
+        "a create without a fault failed: {}",
+        stderr(&output)
+    );
+    let placed: BTreeMap<PathBuf, String> = tree_fingerprint(&rootfs)
+        .into_iter()
+        .filter(|(path, entry)| before.get(path) != Some(entry))
+        .collect();
+    assert!(
+        !placed.is_empty(),
+        "a GPU create placed nothing in the rootfs"
+    );
+    placed
 }
 
 /// Whether process `pid` runs (exists and is no zombie).
@@ -134,20 +173,20 @@ fn init_pid(rt: &GpuRuntime, id: &str) -> Option<i32> {
     state["pid"].as_i64().map(|pid| pid as i32)
 }
 
-/// Panics unless nothing of the container remains: the host's mount table is as `before`, no
-/// cgroup directory, nothing in the state root, no process with the rootfs as its root, and
-/// its `init` (if it had one) gone. Returns the rootfs entries the create changed or added.
+/// Panics unless nothing of the container remains: the host's mount table is as at the
+/// baseline, no cgroup directory, nothing in the state root, no process with the rootfs as its
+/// root, its `init` (if it had one) gone, and nothing in the rootfs that a successful create
+/// would not place there (no temporary or half-written file).
 fn assert_nothing_left(
     rt: &GpuRuntime,
     bundle: &Bundle,
-    rootfs: &Path,
-    before: &Before,
+    baseline: &Baseline,
     init: Option<i32>,
     what: &str,
-) -> BTreeMap<PathBuf, String> {
+) {
     assert_eq!(
         host_mounts(bundle),
-        before.mounts,
+        baseline.mounts,
         "{what}: the host's mount table changed"
     );
     assert_eq!(
@@ -161,32 +200,29 @@ fn assert_nothing_left(
         "{what}: state left in the state root"
     );
     assert_eq!(
-        processes_with_root(rootfs),
+        processes_with_root(&baseline.rootfs),
         Vec::<i32>::new(),
         "{what}: processes of the container left"
     );
     if let Some(pid) = init {
         assert!(!alive(pid), "{what}: the container's init {pid} still runs");
     }
-    let after = tree_fingerprint(rootfs);
-    after
+    let foreign: Vec<String> = baseline
+        .rootfs_changes()
         .into_iter()
-        .filter(|(path, entry)| before.rootfs.get(path) != Some(entry))
-        .collect()
+        .filter(|(path, entry)| baseline.placed.get(path) != Some(entry))
+        .map(|(path, entry)| format!("{}: {entry}", path.display()))
+        .collect();
+    assert_eq!(
+        foreign,
+        Vec::<String>::new(),
+        "{what}: files in the rootfs that a create does not place"
+    );
 }
 
-/// Creates and runs container `id` from `bundle` without a fault: it must work, and leave
-/// nothing behind. `staged` (what the failed create left in the rootfs) must be exactly what
-/// this successful create puts there too, so no temporary or half-written file remains.
-fn assert_runs_after(
-    rt: &GpuRuntime,
-    bundle: &Bundle,
-    rootfs: &Path,
-    before: &Before,
-    id: &str,
-    staged: &BTreeMap<PathBuf, String>,
-    what: &str,
-) {
+/// Creates and runs container `id` from `bundle` without a fault: it must work, leave nothing
+/// behind, and leave the rootfs exactly as a create from a fresh one does.
+fn assert_runs_after(rt: &GpuRuntime, bundle: &Bundle, baseline: &Baseline, id: &str, what: &str) {
     let output = rt.run(&["run", "--bundle", bundle.path(), id]);
     let report = Report::parse(&output.stdout);
     assert!(
@@ -203,33 +239,50 @@ fn assert_runs_after(
         "{what}: {}",
         report.raw
     );
-    assert_nothing_left(rt, bundle, rootfs, before, None, what);
-    let after = tree_fingerprint(rootfs);
-    let foreign: Vec<String> = staged
-        .iter()
-        .filter(|(path, entry)| after.get(*path) != Some(entry))
-        .map(|(path, entry)| format!("{}: {entry}", path.display()))
-        .collect();
+    assert_nothing_left(rt, bundle, baseline, None, what);
     assert_eq!(
-        foreign,
-        Vec::<String>::new(),
-        "{what}: the failed create left files in the rootfs that a create does not place"
+        baseline.rootfs_changes(),
+        baseline.placed,
+        "{what}: the rootfs differs from one a single create made"
     );
 }
 
+/// After a create of `id` that failed: `delete --force` succeeds and leaves nothing (see
+/// [`assert_nothing_left`]); then, once `restore` has undone the fault, the same id runs.
+fn recover(
+    rt: &GpuRuntime,
+    bundle: &Bundle,
+    baseline: &Baseline,
+    id: &str,
+    init: Option<i32>,
+    restore: impl FnOnce(),
+    what: &str,
+) {
+    let delete = rt.run(&["delete", "--force", id]);
+    assert!(
+        delete.status.success(),
+        "{what}: delete --force failed: {}",
+        stderr(&delete)
+    );
+    assert_nothing_left(rt, bundle, baseline, init, what);
+    restore();
+    assert_runs_after(rt, bundle, baseline, id, what);
+}
+
 /// Injects `action` at `point` in a create from `bundle` (whose rootfs, as the container
-/// sees it, is `rootfs`), checks that create failed because of it (an error naming the point,
-/// or death by SIGKILL), that `delete --force` succeeds and leaves nothing, and that the same
-/// id then runs.
+/// sees it, is `rootfs`, into which a create writes `placed`), checks that create failed
+/// because of it (an error naming the point, or death by SIGKILL), that `delete --force`
+/// succeeds and leaves nothing, and that the same id then runs.
 fn fault_then_recover(
     rt: &mut GpuRuntime,
     bundle: &Bundle,
     rootfs: &Path,
+    placed: &BTreeMap<PathBuf, String>,
     point: &str,
     action: &str,
 ) {
     let what = format!("{point}:{action}");
-    let before = Before::take(bundle, rootfs);
+    let baseline = Baseline::take(bundle, rootfs, placed);
     let id = unique("fault");
     let output = create_with_fault(rt, bundle, &id, &what);
     let rt = &*rt;
@@ -269,14 +322,7 @@ fn fault_then_recover(
         }
         _ => unreachable!("action {action}"),
     }
-    let delete = rt.run(&["delete", "--force", &id]);
-    assert!(
-        delete.status.success(),
-        "{what}: delete --force failed: {}",
-        stderr(&delete)
-    );
-    let staged = assert_nothing_left(rt, bundle, rootfs, &before, init, &what);
-    assert_runs_after(rt, bundle, rootfs, &before, &id, &staged, &what);
+    recover(rt, bundle, &baseline, &id, init, || {}, &what);
 }
 
 /// An error at each step of create: the create fails naming the step, and nothing remains.
@@ -284,10 +330,11 @@ fn fault_then_recover(
 fn an_error_at_each_step_of_create_leaves_nothing() {
     let _serial = serial();
     let mut rt = faults_runtime(fixtures().fake2.config());
+    let placed = placed_by_a_create(&rt);
     for point in POINTS {
         let bundle = probe_bundle(&rt);
         let rootfs = bundle.dir.join("rootfs");
-        fault_then_recover(&mut rt, &bundle, &rootfs, point, "fail");
+        fault_then_recover(&mut rt, &bundle, &rootfs, &placed, point, "fail");
     }
 }
 
@@ -298,10 +345,11 @@ fn an_error_at_each_step_of_create_leaves_nothing() {
 fn a_sigkill_at_each_step_of_create_leaves_nothing() {
     let _serial = serial();
     let mut rt = faults_runtime(fixtures().fake2.config());
+    let placed = placed_by_a_create(&rt);
     for point in POINTS {
         let bundle = probe_bundle(&rt);
         let rootfs = bundle.dir.join("rootfs");
-        fault_then_recover(&mut rt, &bundle, &rootfs, point, "kill");
+        fault_then_recover(&mut rt, &bundle, &rootfs, &placed, point, "kill");
     }
 }
 
@@ -349,12 +397,14 @@ fn faults_with_a_rootfs_overlay_leave_nothing() {
         assert!(status.success(), "remount {ro} read-only");
         bundle.config["root"]["path"] = json!(ro);
         bundle.save().unwrap();
-        let image_before = tree_fingerprint(&image);
-        fault_then_recover(&mut rt, &bundle, &read_only, point, action);
-        assert_eq!(
-            tree_fingerprint(&image),
-            image_before,
-            "{point}:{action}: the read-only image was changed"
+        // The image stays as it was: everything is written to the overlay.
+        fault_then_recover(
+            &mut rt,
+            &bundle,
+            &read_only,
+            &BTreeMap::new(),
+            point,
+            action,
         );
     }
 }
@@ -369,18 +419,16 @@ fn a_full_state_disk_fails_naming_the_file() {
         &["-t", "tmpfs", "-o", "size=256k", "tmpfs"],
     );
     let mut rt = GpuRuntime::new(&fixtures().fake2);
+    let placed = placed_by_a_create(&rt);
     rt.rt.root = tmpfs.0.join("root");
     fs::create_dir_all(&rt.rt.root).unwrap();
     let bundle = probe_bundle(&rt);
     let rootfs = bundle.dir.join("rootfs");
     // Fill the filesystem, beside the state root.
     let filler = tmpfs.0.join("filler");
-    let mut written = fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    while std::io::Write::write_all(&mut written, &chunk).is_ok() {}
-    drop(written);
+    fill(&filler);
 
-    let before = Before::take(&bundle, &rootfs);
+    let baseline = Baseline::take(&bundle, &rootfs, &placed);
     let id = unique("full");
     let output = rt.run(&["create", "--bundle", bundle.path(), &id]);
     let _delete = rt.delete_on_drop(&id);
@@ -392,15 +440,59 @@ fn a_full_state_disk_fails_naming_the_file() {
         "create on a full disk did not name the file: {}",
         stderr(&output)
     );
-    let delete = rt.run(&["delete", "--force", &id]);
-    assert!(
-        delete.status.success(),
-        "delete --force: {}",
-        stderr(&delete)
+    let free = || fs::remove_file(&filler).unwrap();
+    recover(&rt, &bundle, &baseline, &id, None, free, "full disk");
+}
+
+/// The rootfs on a full filesystem: create fails naming the file it could not write there,
+/// leaves no temporary file in the rootfs, and `delete --force` leaves nothing; with space
+/// again, the same id runs.
+#[test]
+fn a_full_rootfs_disk_fails_naming_the_file() {
+    let _serial = serial();
+    let rt = GpuRuntime::new(&fixtures().fake2);
+    let placed = placed_by_a_create(&rt);
+    let mut bundle = probe_bundle(&rt);
+    let tmpfs = MountGuard::new(
+        bundle.dir.join("rootfs-small"),
+        &["-t", "tmpfs", "-o", "size=16m", "tmpfs"],
     );
-    let staged = assert_nothing_left(&rt, &bundle, &rootfs, &before, None, "full disk");
-    fs::remove_file(&filler).unwrap();
-    assert_runs_after(&rt, &bundle, &rootfs, &before, &id, &staged, "full disk");
+    let rootfs = tmpfs.0.join("rootfs");
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(bundle.dir.join("rootfs"))
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(copy.success(), "cp -a rootfs");
+    bundle.config["root"]["path"] = json!(rootfs);
+    bundle.save().unwrap();
+    let filler = tmpfs.0.join("filler");
+    fill(&filler);
+
+    let baseline = Baseline::take(&bundle, &rootfs, &placed);
+    let id = unique("full-rootfs");
+    let output = rt.run(&["create", "--bundle", bundle.path(), &id]);
+    let _delete = rt.delete_on_drop(&id);
+    assert!(
+        !output.status.success(),
+        "create succeeded on a full rootfs"
+    );
+    assert!(
+        stderr(&output).contains(&format!("in {}", rootfs.display()))
+            && stderr(&output).contains("No space left on device"),
+        "create on a full rootfs did not name the file: {}",
+        stderr(&output)
+    );
+    let free = || fs::remove_file(&filler).unwrap();
+    recover(&rt, &bundle, &baseline, &id, None, free, "full rootfs");
+}
+
+/// Fills the filesystem of `path` with a file there.
+fn fill(path: &Path) {
+    let mut file = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
 }
 
 /// A driver file removed after the inventory was read (right after, and after libcontainer's
@@ -430,11 +522,12 @@ fn a_driver_file_vanishing_before_the_mount_fails_naming_it() {
     .unwrap();
     let victim = driver.join(DRIVER_LIBRARY);
     let mut rt = faults_runtime(config);
+    let placed = placed_by_a_create(&rt);
     for point in ["inventory", "created"] {
         let what = format!("{point}: {} removed", victim.display());
         let bundle = probe_bundle(&rt);
         let rootfs = bundle.dir.join("rootfs");
-        let before = Before::take(&bundle, &rootfs);
+        let baseline = Baseline::take(&bundle, &rootfs, &placed);
         let id = unique("vanish");
         let fault = format!("{point}:remove={}", victim.display());
         let output = create_with_fault(&mut rt, &bundle, &id, &fault);
@@ -446,15 +539,10 @@ fn a_driver_file_vanishing_before_the_mount_fails_naming_it() {
             "{what}: the error does not name the file: {}",
             stderr(&output)
         );
-        let delete = rt.run(&["delete", "--force", &id]);
-        assert!(
-            delete.status.success(),
-            "{what}: delete --force: {}",
-            stderr(&delete)
-        );
-        let staged = assert_nothing_left(&rt, &bundle, &rootfs, &before, None, &what);
-        fs::copy(fake2.root.join(DRIVER_LIBRARY), &victim).unwrap();
-        assert_runs_after(&rt, &bundle, &rootfs, &before, &id, &staged, &what);
+        let put_back = || {
+            fs::copy(fake2.root.join(DRIVER_LIBRARY), &victim).unwrap();
+        };
+        recover(&rt, &bundle, &baseline, &id, None, put_back, &what);
     }
     drop(rt);
     fs::remove_dir_all(&driver).unwrap();

@@ -28,6 +28,17 @@ pub struct IdLock {
 impl IdLock {
     /// Blocks until this process holds the lock for `id` under the state root `root`.
     pub fn acquire(root: &Path, id: &str) -> Result<Self> {
+        Self::lock(root, id, true)?.context("a waiting lock was not taken")
+    }
+
+    /// The lock for `id` if no other process holds it, without waiting: `None` while a
+    /// `create` of `id` runs. A lock file a killed `create` left is taken (its record lock died
+    /// with it) and so removed when this is dropped.
+    pub fn try_acquire(root: &Path, id: &str) -> Result<Option<Self>> {
+        Self::lock(root, id, false)
+    }
+
+    fn lock(root: &Path, id: &str, wait: bool) -> Result<Option<Self>> {
         let dir = root.join(LOCK_DIR);
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
@@ -39,53 +50,26 @@ impl IdLock {
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("cannot open lock file {}", path.display()))?;
-            lock_whole_file(&file, true)
-                .with_context(|| format!("cannot lock {}", path.display()))?;
+            match lock_whole_file(&file, wait) {
+                Ok(()) => {}
+                Err(Errno::EAGAIN | Errno::EACCES) if !wait => return Ok(None),
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
             // A previous holder unlinks the file before unlocking; if the path no longer names
             // the file we locked, lock again so that all contenders share one inode.
             let locked = file.metadata().context("cannot stat the lock file")?;
             match fs::metadata(&path) {
                 Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {
-                    return Ok(IdLock {
+                    return Ok(Some(IdLock {
                         path,
                         file: Some(file),
-                    });
+                    }));
                 }
                 _ => continue,
             }
         }
-    }
-
-    /// Removes the lock file of `id` that a killed `create` left behind (its record lock died
-    /// with it); a lock that a live `create` holds is left alone. For `delete --force`.
-    pub fn remove_stale(root: &Path, id: &str) -> Result<()> {
-        let path = root.join(LOCK_DIR).join(id);
-        let file = match OpenOptions::new().write(true).open(&path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("cannot open lock file {}", path.display()))
-            }
-        };
-        match lock_whole_file(&file, false) {
-            Ok(()) => {}
-            Err(Errno::EAGAIN | Errno::EACCES) => return Ok(()),
-            Err(err) => return Err(err).with_context(|| format!("cannot lock {}", path.display())),
-        }
-        // A file that is no longer at the path was unlinked by its holder; the path may now
-        // name another create's lock.
-        let locked = file.metadata().context("cannot stat the lock file")?;
-        match fs::metadata(&path) {
-            Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {}
-            _ => return Ok(()),
-        }
-        // Dropping the lock unlinks the file while holding it, as a `create` does.
-        drop(IdLock {
-            path,
-            file: Some(file),
-        });
-        Ok(())
     }
 }
 
@@ -125,16 +109,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stale_lock_file_is_removed_and_a_held_one_kept() {
+    fn try_acquire_takes_a_stale_lock_but_not_a_held_one() {
         let root = std::env::temp_dir().join(format!("gpu-youki-stale-{}", std::process::id()));
         fs::create_dir_all(root.join(LOCK_DIR)).unwrap();
         let path = root.join(LOCK_DIR).join("some-id");
         // A lock file nobody holds, as a SIGKILLed create leaves it.
         File::create(&path).unwrap();
-        IdLock::remove_stale(&root, "some-id").unwrap();
+        let lock = IdLock::try_acquire(&root, "some-id").unwrap();
+        assert!(lock.is_some(), "a stale lock file was not taken");
+        drop(lock);
         assert!(!path.exists());
-        // A missing one is no error.
-        IdLock::remove_stale(&root, "some-id").unwrap();
         // One that another process holds (a record lock, as python's lockf takes it) stays.
         File::create(&path).unwrap();
         let mut holder = std::process::Command::new("python3")
@@ -155,7 +139,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(line, "locked\n");
-        IdLock::remove_stale(&root, "some-id").unwrap();
+        assert!(
+            IdLock::try_acquire(&root, "some-id").unwrap().is_none(),
+            "a held lock was taken"
+        );
         assert!(path.exists(), "a held lock file was removed");
         drop(holder.stdin.take());
         holder.wait().unwrap();

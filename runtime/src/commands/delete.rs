@@ -14,11 +14,6 @@ use crate::lock::IdLock;
 pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
     let dir = container_dir(root, &args.container_id)?;
     if args.force && !dir.join("state.json").exists() {
-        if dir.exists() {
-            // A create that died before writing its state leaves only a directory behind.
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove {}", dir.display()))?;
-        }
         return remove_runtime_leftovers(root, &args.container_id);
     }
     let mut container = load_container(root, &args.container_id)?;
@@ -47,9 +42,18 @@ pub fn delete_container(container: &mut Container, root: &Path, force: bool) -> 
 }
 
 /// Removes what gpu-youki keeps beside the state of container `id` (a rootfs overlay) and what
-/// a `create` of it that was killed left there: its shadow bundle and its lock file.
+/// a `create` of it that was killed left in the state root: a state directory without state,
+/// its shadow bundle and its lock file. A `create` of `id` still running is left alone (it
+/// removes its own on failure).
 fn remove_runtime_leftovers(root: &Path, id: &str) -> Result<()> {
+    let Some(_lock) = IdLock::try_acquire(root, id)? else {
+        return Ok(());
+    };
+    let dir = container_dir(root, id)?;
+    if dir.exists() && !dir.join("state.json").exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
     remove_rootfs_overlay(root, id)?;
-    remove_shadow_bundle(root, id)?;
-    IdLock::remove_stale(root, id)
+    remove_shadow_bundle(root, id)
 }
