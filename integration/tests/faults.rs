@@ -9,7 +9,7 @@
 //! The fault points exist only in `target/release/gpu-youki-faults`, a build with the
 //! `fault-injection` feature that `scripts/test` makes (runtime/src/fault.rs); the release
 //! binary has none, which a test here checks too. The tests run one at a time: each compares
-//! the host's whole mount table.
+//! the host's mount table before and after.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,7 +26,8 @@ use serde_json::json;
 /// The variable that selects a fault: `<point>[:fail|kill|remove=<path>]`.
 const FAULT_ENV: &str = "GPU_YOUKI_FAULT";
 
-/// Every fault point of `create`, in the order a GPU container passes them.
+/// Every fault point of `create`, in the order a GPU container passes them (the
+/// `fault::point` calls in runtime/src; [`every_fault_point_is_tested`] keeps the two equal).
 const POINTS: &[&str] = &[
     "request",
     "inventory",
@@ -42,10 +43,10 @@ const POINTS: &[&str] = &[
     "state-save",
 ];
 
-/// A driver library the default capabilities bind into the container.
-const DRIVER_LIBRARY: &str = "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05";
+/// The directory of the fake driver's libraries, relative to its root.
+const DRIVER_LIBRARY_DIR: &str = "usr/lib/x86_64-linux-gnu";
 
-/// One test at a time, since each compares the host's whole mount table.
+/// One test at a time, since each compares the host's mount table.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -520,7 +521,10 @@ fn a_driver_file_vanishing_before_the_mount_fails_naming_it() {
         text.replace(fake2.root.to_str().unwrap(), driver.to_str().unwrap()),
     )
     .unwrap();
-    let victim = driver.join(DRIVER_LIBRARY);
+    // NVML, which the default capabilities (utility) bind into the container.
+    let library =
+        Path::new(DRIVER_LIBRARY_DIR).join(format!("libnvidia-ml.so.{}", fake2.version()));
+    let victim = driver.join(&library);
     let mut rt = faults_runtime(config);
     let placed = placed_by_a_create(&rt);
     for point in ["inventory", "created"] {
@@ -540,7 +544,7 @@ fn a_driver_file_vanishing_before_the_mount_fails_naming_it() {
             stderr(&output)
         );
         let put_back = || {
-            fs::copy(fake2.root.join(DRIVER_LIBRARY), &victim).unwrap();
+            fs::copy(fake2.root.join(&library), &victim).unwrap();
         };
         recover(&rt, &bundle, &baseline, &id, None, put_back, &what);
     }
@@ -579,4 +583,28 @@ fn the_release_binary_has_no_fault_points() {
     );
     rt.ok(&["delete", "--force", &id]);
     rt.assert_clean(&bundle);
+}
+
+/// The fault points this file injects at are all the `fault::point` calls in runtime/src.
+#[test]
+fn every_fault_point_is_tested() {
+    let mut found = Vec::new();
+    let mut dirs = vec![workspace_root().join("runtime/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = fs::read_to_string(&path).unwrap();
+                for call in text.split("fault::point(\"").skip(1) {
+                    found.push(call.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    found.sort();
+    let mut tested: Vec<String> = POINTS.iter().map(|p| p.to_string()).collect();
+    tested.sort();
+    assert_eq!(found, tested, "fault points in runtime/src vs. POINTS here");
 }

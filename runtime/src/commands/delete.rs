@@ -2,12 +2,17 @@
 //! container that is already gone with `--force` succeeds, because containerd's shim always
 //! sends a second `delete --force`.
 
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use libcgroups::common::CgroupManager;
 use libcontainer::container::{Container, ContainerStatus};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{container_dir, load_container, status_name};
+use super::{cgroup_manager, container_dir, load_container, status_name};
 use crate::gpu_stage::{remove_rootfs_overlay, remove_shadow_bundle};
 use crate::lock::IdLock;
 
@@ -35,10 +40,65 @@ pub fn delete(args: liboci_cli::Delete, root: &Path) -> Result<()> {
 
 /// Deletes a loaded container and what gpu-youki keeps beside its state.
 pub fn delete_container(container: &mut Container, root: &Path, force: bool) -> Result<()> {
+    kill_and_wait(container)?;
     container
         .delete(force)
         .with_context(|| format!("cannot delete container {}", container.id()))?;
     remove_runtime_leftovers(root, container.id())
+}
+
+/// How long [`kill_and_wait`] waits for killed processes to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kills every process of a container that has any (created, running or paused) and waits
+/// for them to exit: libcontainer's delete kills them too, but gives up removing the cgroup
+/// after about 100 ms, which processes killed on a busy host can outlast.
+fn kill_and_wait(container: &mut Container) -> Result<()> {
+    container.refresh_status()?;
+    if !matches!(
+        container.status(),
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        return Ok(());
+    }
+    let pids = cgroup_manager(container)?
+        .get_all_pids()
+        .with_context(|| format!("cannot list the processes of {}", container.id()))?;
+    // Opened before the kill, so that a pid reused after it is never waited on.
+    let exits: Vec<(i32, OwnedFd)> = pids
+        .iter()
+        .filter_map(|pid| Some((pid.as_raw(), pidfd_open(pid.as_raw())?)))
+        .collect();
+    container
+        .kill(nix::sys::signal::Signal::SIGKILL, true)
+        .with_context(|| format!("cannot kill the processes of {}", container.id()))?;
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    for (pid, exit) in &exits {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(exit.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => bail!(
+                    "process {pid} of container {} did not exit within {}s of SIGKILL",
+                    container.id(),
+                    EXIT_TIMEOUT.as_secs()
+                ),
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(err) => return Err(err).context("cannot wait for the container's processes"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pidfd of process `pid` (readable once it exits); `None` when it is already gone.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Removes what gpu-youki keeps beside the state of container `id` (a rootfs overlay) and what
