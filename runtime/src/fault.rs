@@ -2,8 +2,10 @@
 //! feature (the test build, `target/release/gpu-youki-faults`) reads
 //! `GPU_YOUKI_FAULT=<point>[:<action>]`: at the [`point`] named `<point>`, `fail` (the default)
 //! returns an error naming it, `kill` SIGKILLs the runtime, and `remove=<path>` removes a file
-//! and goes on (a driver file vanishing mid-create). Without the feature, [`point`] is an empty
-//! inline function: the release binary has no fault points and never reads the variable.
+//! and goes on (a driver file vanishing mid-create). The points are the `fault::point` calls in
+//! `create` and the GPU stage; integration/tests/faults.rs lists and tests every one. Without
+//! the feature, [`point`] is an empty inline function: the release binary has no fault points
+//! and never reads the variable.
 
 use anyhow::Result;
 
