@@ -419,8 +419,8 @@ fn a_full_state_disk_fails_naming_the_file() {
         PathBuf::from("/run/gpu-youki-tests").join(unique("full")),
         &["-t", "tmpfs", "-o", "size=256k", "tmpfs"],
     );
+    let placed = placed_by_a_create(&GpuRuntime::new(&fixtures().fake2));
     let mut rt = GpuRuntime::new(&fixtures().fake2);
-    let placed = placed_by_a_create(&rt);
     rt.rt.root = tmpfs.0.join("root");
     fs::create_dir_all(&rt.rt.root).unwrap();
     let bundle = probe_bundle(&rt);
