@@ -239,13 +239,14 @@ impl FsRoot {
                 self.path.display()
             )
         })?;
-        rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
+        let renamed = rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
             format!(
                 "cannot replace {} in {}",
                 path.display(),
                 self.path.display()
             )
-        })
+        });
+        without_temp_on_error(&dir, &temp, renamed)
     }
 
     /// Writes `data` to `path` atomically (a temporary file renamed over it), mode 0644, unless
@@ -271,17 +272,25 @@ impl FsRoot {
             )
         })?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(data).with_context(|| {
-            format!("cannot write {} in {}", path.display(), self.path.display())
-        })?;
-        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o644))?;
-        rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
-            format!(
-                "cannot replace {} in {}",
-                path.display(),
-                self.path.display()
-            )
-        })?;
+        let written = file
+            .write_all(data)
+            .with_context(|| format!("cannot write {} in {}", path.display(), self.path.display()))
+            .and_then(|()| {
+                Ok(rustix::fs::fchmod(
+                    file.as_fd(),
+                    Mode::from_raw_mode(0o644),
+                )?)
+            })
+            .and_then(|()| {
+                rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
+                    format!(
+                        "cannot replace {} in {}",
+                        path.display(),
+                        self.path.display()
+                    )
+                })
+            });
+        without_temp_on_error(&dir, &temp, written)?;
         Ok(true)
     }
 
@@ -375,6 +384,15 @@ fn split(path: &Path) -> Result<(&Path, &OsStr)> {
         (Some(parent), Some(name)) => Ok((parent, name)),
         _ => bail!("{} has no file name", path.display()),
     }
+}
+
+/// `result`, after removing the temporary `temp` in `dir` if it is an error: a failed write
+/// (a full disk) leaves no half-written file behind.
+fn without_temp_on_error<T>(dir: &OwnedFd, temp: &Path, result: Result<T>) -> Result<T> {
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+    }
+    result
 }
 
 fn temp_name(name: &OsStr) -> PathBuf {

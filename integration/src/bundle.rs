@@ -2,6 +2,7 @@
 //! nothing behind (mounts, cgroups, state directories).
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +136,55 @@ impl Runtime {
             })
             .unwrap_or_default()
     }
+
+    /// Everything in the state root but the lock directory itself: container state
+    /// directories, hidden per-container entries and lock files (`.locks/<id>`).
+    pub fn state_root_entries(&self) -> Vec<PathBuf> {
+        let list = |dir: &Path| -> Vec<PathBuf> {
+            fs::read_dir(dir)
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        let locks = self.root.join(".locks");
+        let mut entries: Vec<PathBuf> = list(&self.root)
+            .into_iter()
+            .filter(|p| *p != locks)
+            .chain(list(&locks))
+            .collect();
+        entries.sort();
+        entries
+    }
+}
+
+/// The mount points of the host's mount namespace (this process's), sorted.
+pub fn host_mount_points() -> Vec<String> {
+    let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .expect("/proc/self/mountinfo")
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(String::from))
+        .collect();
+    points.sort();
+    points
+}
+
+/// The live processes whose root directory is `root` (a container's rootfs; compared by
+/// device and inode, since a container's root reads as `/` from the host): what remains of a
+/// container that was not fully killed. Zombies have no root, and hold nothing.
+pub fn processes_with_root(root: &Path) -> Vec<i32> {
+    let Ok(wanted) = fs::metadata(root) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/root"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (wanted.dev(), wanted.ino()))
+        })
+        .collect()
 }
 
 impl Default for Runtime {

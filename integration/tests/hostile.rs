@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
-use integration::bundle::{unique, Bundle};
+use integration::bundle::{host_mount_points, unique, Bundle};
 use integration::gpu::{
     fixtures, gpu_bundle, script, tree_diff, tree_fingerprint, GpuRuntime, Report,
 };
@@ -93,17 +93,6 @@ impl Drop for Canary {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The mount points of the host's mount namespace, sorted.
-fn host_mount_points() -> Vec<String> {
-    let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4).map(String::from))
-        .collect();
-    points.sort();
-    points
 }
 
 fn stderr(output: &Output) -> String {

@@ -27,6 +27,8 @@ use gpu::volumes;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
 
+use crate::fault;
+
 /// Where the effective spec of a GPU container is kept in its state directory (for `update`).
 pub const EFFECTIVE_SPEC: &str = "gpu-config.json";
 
@@ -182,6 +184,7 @@ pub fn plan_for(
     inventory: Option<&HostInventory>,
 ) -> Result<Option<(GpuPlan, FsRoot)>> {
     let request = request_of(spec, config, &[])?;
+    fault::point("request")?;
     let mut names = request
         .as_ref()
         .map(|r| r.cdi_devices.clone())
@@ -234,6 +237,7 @@ pub fn plan_for(
                 &config.driver,
                 &DriverFileCache::new(DRIVER_FILE_CACHE),
             )?;
+            fault::point("inventory")?;
             Some(&read)
         }
         None => None,
@@ -314,6 +318,7 @@ impl GpuStage {
         let Some((plan, rootfs)) = plan_for(spec, bundle, &config, None)? else {
             return Self::without_gpu(spec, effective, bundle, state_root, id);
         };
+        fault::point("plan")?;
         let bind_devices = apply::uses_user_namespace(spec);
         // A rootfs that cannot be written gets a writable overlay owned by gpu-youki.
         let rootfs = if read_only_filesystem(rootfs.path())? {
@@ -321,11 +326,16 @@ impl GpuStage {
         } else {
             rootfs
         };
+        fault::point("rootfs-overlay")?;
         apply::edit_spec(&mut effective, &plan)?;
+        fault::point("edit-spec")?;
         absolutise(&mut effective, bundle, rootfs.path());
         apply::prepare_rootfs(&rootfs, &plan)?;
+        fault::point("prepare-rootfs")?;
         apply::ensure_dev_char_links(&config.driver.dev_root, &plan)?;
+        fault::point("dev-char-links")?;
         let shadow = ShadowBundle::write(state_root, id, &effective)?;
+        fault::point("shadow-bundle")?;
         let destinations: Vec<&Path> = spec
             .mounts()
             .iter()
@@ -396,6 +406,7 @@ impl GpuStage {
         }
         if let Some(plan) = &self.plan {
             apply::mount_into_container(pid.as_raw(), plan, &extra, self.bind_devices)?;
+            fault::point("mount")?;
         }
         fs::rename(
             self.shadow.dir.join("config.json"),
@@ -403,6 +414,7 @@ impl GpuStage {
         )
         .context("cannot keep the effective spec in the container's state")?;
         container.state.bundle = user_bundle.to_path_buf();
+        fault::point("state-save")?;
         container.save()?;
         Ok(())
     }
@@ -502,7 +514,7 @@ struct ShadowBundle {
 
 impl ShadowBundle {
     fn write(state_root: &Path, id: &str, spec: &Spec) -> Result<Self> {
-        let dir = state_root.join(format!(".bundle-{id}"));
+        let dir = shadow_dir(state_root, id);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let shadow = ShadowBundle { dir };
@@ -516,5 +528,21 @@ impl ShadowBundle {
 impl Drop for ShadowBundle {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn shadow_dir(state_root: &Path, id: &str) -> PathBuf {
+    state_root.join(format!(".bundle-{id}"))
+}
+
+/// Removes the shadow bundle of container `id` that a killed `create` left behind (a `create`
+/// that returns removes its own); a missing one is not an error.
+pub fn remove_shadow_bundle(state_root: &Path, id: &str) -> Result<()> {
+    let dir = shadow_dir(state_root, id);
+    match fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
     }
 }

@@ -28,6 +28,17 @@ pub struct IdLock {
 impl IdLock {
     /// Blocks until this process holds the lock for `id` under the state root `root`.
     pub fn acquire(root: &Path, id: &str) -> Result<Self> {
+        Self::lock(root, id, true)?.context("a waiting lock was not taken")
+    }
+
+    /// The lock for `id` if no other process holds it, without waiting: `None` while a
+    /// `create` of `id` runs. A lock file a killed `create` left is taken (its record lock died
+    /// with it) and so removed when this is dropped.
+    pub fn try_acquire(root: &Path, id: &str) -> Result<Option<Self>> {
+        Self::lock(root, id, false)
+    }
+
+    fn lock(root: &Path, id: &str, wait: bool) -> Result<Option<Self>> {
         let dir = root.join(LOCK_DIR);
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
@@ -39,16 +50,22 @@ impl IdLock {
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("cannot open lock file {}", path.display()))?;
-            lock_whole_file(&file).with_context(|| format!("cannot lock {}", path.display()))?;
+            match lock_whole_file(&file, wait) {
+                Ok(()) => {}
+                Err(Errno::EAGAIN | Errno::EACCES) if !wait => return Ok(None),
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
             // A previous holder unlinks the file before unlocking; if the path no longer names
             // the file we locked, lock again so that all contenders share one inode.
             let locked = file.metadata().context("cannot stat the lock file")?;
             match fs::metadata(&path) {
                 Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {
-                    return Ok(IdLock {
+                    return Ok(Some(IdLock {
                         path,
                         file: Some(file),
-                    });
+                    }));
                 }
                 _ => continue,
             }
@@ -64,8 +81,9 @@ impl Drop for IdLock {
     }
 }
 
-/// Waits for an exclusive POSIX record lock on the whole file.
-fn lock_whole_file(file: &File) -> nix::Result<()> {
+/// Takes an exclusive POSIX record lock on the whole file, waiting for it when `wait` (else
+/// failing with `EAGAIN` or `EACCES` while another process holds it).
+fn lock_whole_file(file: &File, wait: bool) -> nix::Result<()> {
     let request = libc::flock {
         l_type: libc::F_WRLCK as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
@@ -74,7 +92,12 @@ fn lock_whole_file(file: &File) -> nix::Result<()> {
         l_pid: 0,
     };
     loop {
-        match fcntl(file.as_raw_fd(), FcntlArg::F_SETLKW(&request)) {
+        let command = if wait {
+            FcntlArg::F_SETLKW(&request)
+        } else {
+            FcntlArg::F_SETLK(&request)
+        };
+        match fcntl(file.as_raw_fd(), command) {
             Err(Errno::EINTR) => continue,
             other => return other.map(|_| ()),
         }
@@ -84,6 +107,47 @@ fn lock_whole_file(file: &File) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_acquire_takes_a_stale_lock_but_not_a_held_one() {
+        let root = std::env::temp_dir().join(format!("gpu-youki-stale-{}", std::process::id()));
+        fs::create_dir_all(root.join(LOCK_DIR)).unwrap();
+        let path = root.join(LOCK_DIR).join("some-id");
+        // A lock file nobody holds, as a SIGKILLed create leaves it.
+        File::create(&path).unwrap();
+        let lock = IdLock::try_acquire(&root, "some-id").unwrap();
+        assert!(lock.is_some(), "a stale lock file was not taken");
+        drop(lock);
+        assert!(!path.exists());
+        // One that another process holds (a record lock, as python's lockf takes it) stays.
+        File::create(&path).unwrap();
+        let mut holder = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys; f = open(sys.argv[1], 'w'); fcntl.lockf(f, fcntl.LOCK_EX); \
+                 print('locked', flush=True); sys.stdin.read()",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "locked\n");
+        assert!(
+            IdLock::try_acquire(&root, "some-id").unwrap().is_none(),
+            "a held lock was taken"
+        );
+        assert!(path.exists(), "a held lock file was removed");
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn lock_file_is_removed_on_drop() {

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod executor;
+mod fault;
 mod gpu_stage;
 mod lock;
 mod logging;

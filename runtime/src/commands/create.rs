@@ -12,6 +12,7 @@ use liboci_cli::GlobalOpts;
 
 use super::{absolute, container_dir, parse_json};
 use crate::executor::WorkloadExecutor;
+use crate::fault;
 use crate::gpu_stage::{remove_rootfs_overlay, GpuStage};
 use crate::lock::IdLock;
 
@@ -89,6 +90,7 @@ fn build(
         .as_deref()
         .map(absolute)
         .transpose()?;
+    fault::point("libcontainer-create")?;
     let libcontainer_create = tracing::debug_span!("libcontainer_create").entered();
     let mut container = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_executor(executor)
@@ -103,6 +105,7 @@ fn build(
         .with_no_pivot(request.no_pivot)
         .build()?;
     drop(libcontainer_create);
+    fault::point("created")?;
     if let Some(gpu) = gpu {
         gpu.finish(&mut container, bundle)?;
     }
