@@ -202,6 +202,14 @@ mod tests {
         }
     }
 
+    /// A driver root with `<lib>/libcuda.so.1.0`, and a cache beside it.
+    fn driver_tree(temp: &Path, lib: &str) -> (PathBuf, DriverFileCache) {
+        let lib = temp.join(lib);
+        fs::create_dir_all(&lib).unwrap();
+        fs::write(lib.join("libcuda.so.1.0"), "one").unwrap();
+        (lib, DriverFileCache::new(temp.join("cache")))
+    }
+
     fn driver(root: &Path) -> DriverConfig {
         DriverConfig {
             root: root.to_path_buf(),
@@ -212,10 +220,7 @@ mod tests {
     #[test]
     fn finds_once_then_again_after_the_driver_changes() {
         let temp = tempfile::tempdir().unwrap();
-        let lib = temp.path().join("usr/lib");
-        fs::create_dir_all(&lib).unwrap();
-        fs::write(lib.join("libcuda.so.1.0"), "one").unwrap();
-        let cache = DriverFileCache::new(temp.path().join("cache"));
+        let (lib, cache) = driver_tree(temp.path(), "usr/lib");
         let finds = AtomicUsize::new(0);
         let read = || {
             cache
@@ -268,10 +273,7 @@ mod tests {
     #[test]
     fn concurrent_stale_reads_find_the_files_once() {
         let temp = tempfile::tempdir().unwrap();
-        let lib = temp.path().join("lib");
-        fs::create_dir_all(&lib).unwrap();
-        fs::write(lib.join("libcuda.so.1.0"), "one").unwrap();
-        let cache = DriverFileCache::new(temp.path().join("cache"));
+        let (lib, cache) = driver_tree(temp.path(), "lib");
         let finds = AtomicUsize::new(0);
         let barrier = std::sync::Barrier::new(8);
         std::thread::scope(|scope| {

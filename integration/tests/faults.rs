@@ -329,13 +329,18 @@ fn fault_then_recover(
 /// An error at each step of create: the create fails naming the step, and nothing remains.
 #[test]
 fn an_error_at_each_step_of_create_leaves_nothing() {
+    every_point("fail");
+}
+
+/// `action` at every point in turn, each on a fresh bundle.
+fn every_point(action: &str) {
     let _serial = serial();
     let mut rt = faults_runtime(fixtures().fake2.config());
     let placed = placed_by_a_create(&rt);
     for point in POINTS {
         let bundle = probe_bundle(&rt);
         let rootfs = bundle.dir.join("rootfs");
-        fault_then_recover(&mut rt, &bundle, &rootfs, &placed, point, "fail");
+        fault_then_recover(&mut rt, &bundle, &rootfs, &placed, point, action);
     }
 }
 
@@ -344,14 +349,7 @@ fn an_error_at_each_step_of_create_leaves_nothing() {
 /// bundle and lock file.
 #[test]
 fn a_sigkill_at_each_step_of_create_leaves_nothing() {
-    let _serial = serial();
-    let mut rt = faults_runtime(fixtures().fake2.config());
-    let placed = placed_by_a_create(&rt);
-    for point in POINTS {
-        let bundle = probe_bundle(&rt);
-        let rootfs = bundle.dir.join("rootfs");
-        fault_then_recover(&mut rt, &bundle, &rootfs, &placed, point, "kill");
-    }
+    every_point("kill");
 }
 
 /// A directory mounted on for the length of a test, unmounted and removed when dropped.
