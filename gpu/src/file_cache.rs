@@ -9,13 +9,13 @@
 
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::write_atomically;
 use crate::config::DriverConfig;
 use crate::inventory::DriverFile;
 
@@ -72,9 +72,10 @@ impl DriverFileCache {
 
     /// The installed files of the driver `version` under `roots`: from the cache while it is
     /// current, else from `find`, whose result replaces the cache. `find` returns the files
-    /// and the host directories it searched, which are then watched for new files. Concurrent callers that find
-    /// the cache stale run `find` once between them: the others wait and read its result. A
-    /// cache that cannot be read or written is only a warning; the files are then found anew.
+    /// and the host directories it searched, which are then watched for new files. Concurrent
+    /// callers that find the cache stale run `find` once between them: the others wait and read
+    /// its result. A cache that cannot be read or written is only a warning; the files are then
+    /// found anew.
     pub fn driver_files(
         &self,
         roots: &DriverConfig,
@@ -106,7 +107,10 @@ impl DriverFileCache {
             key,
             files,
         };
-        match write_atomically(&path, &cached) {
+        let written = serde_json::to_vec(&cached)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| write_atomically(&path, &json, 0o600));
+        match written {
             Ok(()) => tracing::debug!("rebuilt the driver file cache {}", path.display()),
             Err(err) => tracing::warn!("driver file cache not written: {err:#}"),
         }
@@ -139,11 +143,9 @@ impl DriverFileCache {
 fn current(path: &Path, key: &str) -> Option<Vec<DriverFile>> {
     let text = fs::read(path).ok()?;
     let cached: CachedFiles = serde_json::from_slice(&text).ok()?;
-    let holds = cached
-        .identities
-        .iter()
-        .all(|identity| FileIdentity::of(&identity.path) == *identity);
-    (cached.key == key && holds).then_some(cached.files)
+    let holds = cached.key == key
+        && (cached.identities.iter()).all(|identity| FileIdentity::of(&identity.path) == *identity);
+    holds.then_some(cached.files)
 }
 
 /// The identities found files depend on: the driver root's ld.so.cache (which names the library
@@ -162,27 +164,6 @@ fn identities(files: &[DriverFile], driver_root: &Path, searched: &[PathBuf]) ->
         }
     }
     paths.iter().map(|p| FileIdentity::of(p)).collect()
-}
-
-/// Writes a temporary file beside `path` and renames it over `path`, so that a reader sees the
-/// old cache or the new one, never a part.
-fn write_atomically(path: &Path, cached: &CachedFiles) -> Result<()> {
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = (|| -> Result<()> {
-        let mut file = File::options()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(&serde_json::to_vec(cached)?)?;
-        fs::rename(&temporary, path)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@
 //!   done natively, and specs generated for this host;
 //! * [`compat`]: the image's CUDA forward-compatibility libraries;
 //! * [`driver`]: facts only the driver knows (the CUDA version), asked in process;
-//! * [`procfs`], [`pci`], [`elf`], [`ldcache`], [`fsroot`]: the parsers and file access they
-//!   build on.
+//! * [`procfs`], [`pci`], [`elf`], [`ldcache`], [`fsroot`], [`atomic_file`]: the parsers and
+//!   file access they build on.
 
 pub mod apply;
+pub mod atomic_file;
 pub mod cdi;
 pub mod compat;
 pub mod config;

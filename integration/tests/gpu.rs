@@ -1391,7 +1391,7 @@ fn concurrent_first_starts_after_a_driver_change_find_the_files_once() {
             .collect();
         let mut found: Vec<String> = names
             .iter()
-            .filter(|n| stems.iter().any(|stem| n.starts_with(&format!("{stem}."))))
+            .filter(|n| stems.iter().any(|stem| n.contains(&format!("{stem}."))))
             .cloned()
             .collect();
         found.sort();

@@ -8,8 +8,8 @@ use gpu::cdi::spec::SpecFormat;
 use gpu::config::GpuConfig;
 use gpu::inventory::HostInventory;
 
-use super::write_atomically;
 use crate::cli::{CdiCommand, CdiFormat};
+use gpu::atomic_file::write_atomically;
 
 pub fn cdi(command: CdiCommand) -> Result<()> {
     let config = GpuConfig::load()?;

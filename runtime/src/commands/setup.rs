@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table};
 
-use super::{absolute, write_atomically};
+use super::absolute;
 use crate::cli::{SetupArgs, SetupCommand};
+use gpu::atomic_file::write_atomically;
 
 const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 const DOCKER_CONFIG: &str = "/etc/docker/daemon.json";
