@@ -2,7 +2,7 @@
 //! container that is already gone with `--force` succeeds, because containerd's shim always
 //! sends a second `delete --force`.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -95,10 +95,8 @@ fn kill_and_wait(container: &mut Container) -> Result<()> {
 
 /// A pidfd of process `pid` (readable once it exits); `None` when it is already gone.
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd, or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a non-negative return is a new fd that nothing else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// Removes what gpu-youki keeps beside the state of container `id` (a rootfs overlay) and what
