@@ -169,35 +169,42 @@ impl GpuConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let config: GpuConfig =
             toml::from_str(text).map_err(|err| anyhow::anyhow!("{}", one_line(&err, text)))?;
+        // Roots and spec directories must be absolute (spec directories are read from whatever
+        // directory the engine runs gpu-youki in); library and binary directories are read
+        // under the driver root. Every one must be a usable path.
+        let driver = &config.driver;
         let roots = [
-            ("driver.root", &config.driver.root),
-            ("driver.dev-root", &config.driver.dev_root),
-            ("driver.proc-root", &config.driver.proc_root),
+            ("driver.root", &driver.root),
+            ("driver.dev-root", &driver.dev_root),
+            ("driver.proc-root", &driver.proc_root),
         ];
-        // Spec directories are read from whatever directory the engine runs gpu-youki in.
-        let spec_dirs = config
-            .cdi
-            .spec_dirs
-            .iter()
-            .map(|dir| ("cdi.spec-dirs", dir));
-        for (key, path) in roots.into_iter().chain(spec_dirs.clone()) {
-            anyhow::ensure!(
-                path.is_absolute(),
-                "{key} must be an absolute path, not {}",
-                quoted(&path.to_string_lossy())
-            );
-        }
-        let dirs = (config.driver.library_dirs.iter())
-            .map(|dir| ("driver.library-dirs", dir))
+        let absolute = (roots.into_iter())
             .chain(
                 config
-                    .driver
-                    .binary_dirs
+                    .cdi
+                    .spec_dirs
                     .iter()
-                    .map(|dir| ("driver.binary-dirs", dir)),
-            );
-        for (key, path) in roots.into_iter().chain(spec_dirs).chain(dirs) {
+                    .map(|dir| ("cdi.spec-dirs", dir)),
+            )
+            .map(|(key, path)| (key, path, true));
+        let under_root = (driver
+            .library_dirs
+            .iter()
+            .map(|dir| ("driver.library-dirs", dir)))
+        .chain(
+            driver
+                .binary_dirs
+                .iter()
+                .map(|dir| ("driver.binary-dirs", dir)),
+        )
+        .map(|(key, path)| (key, path, false));
+        for (key, path, must_be_absolute) in absolute.chain(under_root) {
             let text = path.to_string_lossy();
+            anyhow::ensure!(
+                !must_be_absolute || path.is_absolute(),
+                "{key} must be an absolute path, not {}",
+                quoted(&text)
+            );
             anyhow::ensure!(
                 text.len() < libc::PATH_MAX as usize && !text.contains('\0'),
                 "{key} {} is not a usable path: longer than PATH_MAX ({}) or holding a NUL",
