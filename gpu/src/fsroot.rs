@@ -125,9 +125,14 @@ impl FsRoot {
 
     /// The names in the directory at `path` (empty when it does not exist).
     pub fn read_dir(&self, path: &Path) -> Result<Vec<std::ffi::OsString>> {
+        Ok(self.list(path)?.map(|(_, names)| names).unwrap_or_default())
+    }
+
+    /// The open directory at `path` and the names in it, `None` when it does not exist.
+    fn list(&self, path: &Path) -> Result<Option<(OwnedFd, Vec<std::ffi::OsString>)>> {
         let Some(fd) = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let mut names = Vec::new();
         let dir = rustix::fs::Dir::read_from(&fd).with_context(|| {
@@ -140,37 +145,47 @@ impl FsRoot {
                 names.push(OsStr::from_bytes(name).to_os_string());
             }
         }
-        Ok(names)
+        Ok(Some((fd, names)))
     }
 
     /// Opens the directory at `path`, creating it and missing parents (0755) inside the root.
     /// A dangling symlink on the way is followed as the container would: its target is created
     /// inside the root.
     pub fn create_dir_all(&self, path: &Path) -> Result<OwnedFd> {
+        // Most directories exist: one `openat2` then, instead of two per component.
+        if let Some(dir) = self.open_at(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())? {
+            return Ok(dir);
+        }
         let mut wanted = Path::new("/").join(inside(path));
         let mut hops = 0;
         'restart: loop {
             let mut current = PathBuf::from("/");
+            // The directory at `current`, for the `*at` calls on its entries.
+            let mut parent = self.dir(&current)?;
             let components: Vec<_> = wanted.components().skip(1).collect();
             for (i, component) in components.iter().enumerate() {
                 let name = match component {
                     Component::Normal(name) => name,
                     Component::ParentDir => {
                         current.pop(); // never above the root: "/" has no parent to pop to
+                        parent = self.dir(&current)?;
                         continue;
                     }
                     _ => continue,
                 };
-                let parent = self.dir(&current)?;
                 current.push(name);
-                if self
-                    .open_at(&current, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
-                    .is_some()
+                // Resolved from the root each time: a link on the way is followed inside it.
+                if let Some(dir) =
+                    self.open_at(&current, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
                 {
+                    parent = dir;
                     continue;
                 }
                 match rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        parent = self.dir(&current)?;
+                        continue;
+                    }
                     Err(Errno::EXIST) => {}
                     Err(err) => {
                         return Err(err).with_context(|| {
@@ -204,7 +219,7 @@ impl FsRoot {
                 wanted = next;
                 continue 'restart;
             }
-            return self.dir(&current);
+            return Ok(parent);
         }
     }
 
@@ -294,25 +309,40 @@ impl FsRoot {
         Ok(true)
     }
 
-    /// Whether `path` is a symlink or an empty regular file (what gpu-youki places as links and
-    /// mount targets; an image's real files are never empty).
-    pub fn is_placeholder(&self, path: &Path) -> Result<bool> {
-        let (parent, name) = split(path)?;
-        let Some(dir) = self.open_at(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?
-        else {
-            return Ok(false);
+    /// The entries of the directory at `path` that `wanted` picks and that are symlinks or empty
+    /// regular files (what gpu-youki places as links and mount targets; an image's real files
+    /// are never empty), as paths inside the root. Empty when the directory does not exist.
+    pub fn placeholders(
+        &self,
+        path: &Path,
+        wanted: impl Fn(&OsStr) -> bool,
+    ) -> Result<Vec<PathBuf>> {
+        let Some((fd, names)) = self.list(path)? else {
+            return Ok(Vec::new());
         };
-        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => {
-                let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-                Ok(kind == rustix::fs::FileType::Symlink
-                    || (kind == rustix::fs::FileType::RegularFile && stat.st_size == 0))
+        let mut found = Vec::new();
+        for name in names.iter().filter(|name| wanted(name)) {
+            let stat = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => continue,
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "cannot stat {} in {}",
+                            path.join(name).display(),
+                            self.path.display()
+                        )
+                    })
+                }
+            };
+            let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+            if kind == rustix::fs::FileType::Symlink
+                || (kind == rustix::fs::FileType::RegularFile && stat.st_size == 0)
+            {
+                found.push(path.join(name));
             }
-            Err(Errno::NOENT) => Ok(false),
-            Err(err) => Err(err).with_context(|| {
-                format!("cannot stat {} in {}", path.display(), self.path.display())
-            }),
         }
+        Ok(found)
     }
 
     /// Removes the file or link at `path` (its parent resolved inside the root); a missing one

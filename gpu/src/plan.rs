@@ -52,14 +52,10 @@ impl RootfsFacts {
         });
         let mut placed_before = Vec::new();
         for dir in [library_dir.clone(), library_dir.join("vdpau")] {
-            for name in rootfs.read_dir(&dir)? {
-                let path = dir.join(&name);
-                if is_driver_library_name(&name.to_string_lossy())
-                    && rootfs.is_placeholder(&path)?
-                {
-                    placed_before.push(path);
-                }
-            }
+            placed_before.extend(
+                rootfs
+                    .placeholders(&dir, |name| is_driver_library_name(&name.to_string_lossy()))?,
+            );
         }
         Ok(RootfsFacts {
             library_dir,
