@@ -430,13 +430,16 @@ fn clone_tree(source: &Path, attrs: u64) -> Result<OwnedFd> {
             source.display()
         )
     })?;
-    set_mount_attrs(&tree, attrs)
-        .with_context(|| format!("cannot set mount flags on {}", source.display()))?;
+    if attrs != 0 {
+        set_mount_attrs(&tree, attrs, false)
+            .with_context(|| format!("cannot set mount flags on {}", source.display()))?;
+    }
     Ok(tree)
 }
 
-/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})`, which rustix does not wrap.
-fn set_mount_attrs(fd: &OwnedFd, attrs: u64) -> Result<()> {
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})`, which rustix does not wrap; with
+/// `recursive`, on every mount below too.
+fn set_mount_attrs(fd: &OwnedFd, attrs: u64, recursive: bool) -> Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -457,7 +460,7 @@ fn set_mount_attrs(fd: &OwnedFd, attrs: u64) -> Result<()> {
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             EMPTY.as_ptr(),
-            libc::AT_EMPTY_PATH,
+            libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 },
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -470,20 +473,25 @@ fn set_mount_attrs(fd: &OwnedFd, attrs: u64) -> Result<()> {
 
 /// Attaches a detached mount at its destination, resolved inside the container's root.
 fn attach(root: &FsRoot, attachment: &Attachment) -> Result<()> {
-    create_target(
-        root,
-        &attachment.destination,
-        attachment.directory,
-        attachment.mode,
-    )?;
-    let target = root
-        .open_at(&attachment.destination, OFlags::PATH, Mode::empty())?
-        .with_context(|| {
-            format!(
-                "mount target {} is missing",
-                attachment.destination.display()
-            )
-        })?;
+    let open_target = || root.open_at(&attachment.destination, OFlags::PATH, Mode::empty());
+    // The target is usually there already (made in the rootfs before create).
+    let target = match open_target()? {
+        Some(target) => target,
+        None => {
+            create_target(
+                root,
+                &attachment.destination,
+                attachment.directory,
+                attachment.mode,
+            )?;
+            open_target()?.with_context(|| {
+                format!(
+                    "mount target {} is missing",
+                    attachment.destination.display()
+                )
+            })?
+        }
+    };
     move_mount(
         &attachment.tree,
         "",
@@ -550,26 +558,30 @@ impl ProcViewMount {
             )?;
         }
         // `gpus/` exists even when no GPU is granted (`none`), as on a host with no GPU.
-        content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus"))?;
+        let gpus = content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus"))?;
+        // The binds get their flags from one recursive `mount_setattr` once attached.
         let mut binds = Vec::new();
-        let mut sources: Vec<(PathBuf, bool)> = view
-            .gpus
-            .iter()
-            .map(|bus_id| (Path::new("gpus").join(bus_id), true))
-            .collect();
-        if view.all_capabilities {
-            sources.push((PathBuf::from("capabilities"), true));
-        }
-        sources.extend(
-            view.capabilities
-                .iter()
-                .map(|file| (Path::new("capabilities").join(file), false)),
-        );
-        for (relative, directory) in sources {
-            let tree = clone_tree(
-                &view.host_dir.join(&relative),
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        for bus_id in &view.gpus {
+            let relative = Path::new("gpus").join(bus_id);
+            let tree = clone_tree(&view.host_dir.join(&relative), 0)?;
+            anyhow::ensure!(
+                !bus_id.contains('/') && bus_id != "." && bus_id != "..",
+                "{bus_id:?} is not a GPU directory name"
+            );
+            rustix::fs::mkdirat(&gpus, bus_id.as_str(), Mode::from_raw_mode(0o755)).with_context(
+                || format!("cannot create {} in the proc view", relative.display()),
             )?;
+            binds.push((relative, tree, true));
+        }
+        let whole_tree = view
+            .all_capabilities
+            .then(|| (PathBuf::from("capabilities"), true));
+        let files = view
+            .capabilities
+            .iter()
+            .map(|file| (Path::new("capabilities").join(file), false));
+        for (relative, directory) in whole_tree.into_iter().chain(files) {
+            let tree = clone_tree(&view.host_dir.join(&relative), 0)?;
             create_target(
                 &content,
                 &Path::new("/").join(&nvidia_dir).join(&relative),
@@ -618,8 +630,12 @@ impl ProcViewMount {
                 },
             )?;
         }
-        set_mount_attrs(&tmpfs_root, MOUNT_ATTR_RDONLY)
-            .context("cannot make the /proc/driver/nvidia view read-only")
+        set_mount_attrs(
+            &tmpfs_root,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            true,
+        )
+        .context("cannot make the /proc/driver/nvidia view read-only")
     }
 }
 
