@@ -1,6 +1,7 @@
 //! CDI, end to end on the fake driver: specs of the shape `nvidia-ctk cdi generate` writes and
 //! of another vendor, requested by annotation and in `NVIDIA_VISIBLE_DEVICES`, applied without
-//! running a single hook; `gpu-youki cdi generate` output used as a spec; spec directory
+//! running a single hook; `gpu-youki cdi generate` output (each `--format`) used as a spec,
+//! by UUID and `all`; spec directory
 //! priority; stale specs; CUDA forward-compatibility libraries in the image.
 
 use std::fs;
@@ -398,6 +399,19 @@ fn a_generated_spec_round_trips() {
         yaml.starts_with("---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\n"),
         "{yaml}"
     );
+    // `--format` given: on stdout, and to an --output whose name says the other format.
+    let json_text = rt.ok(&["cdi", "generate", "--format", "json"]);
+    let from_stdout: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(from_stdout, spec, "--format json on stdout");
+    assert_eq!(rt.ok(&["cdi", "generate", "--format", "yaml"]), yaml);
+    let named_json = scratch.path("yaml-spec.json");
+    let named_yaml = scratch.path("json-spec.yaml");
+    for (format, output) in [("yaml", &named_json), ("json", &named_yaml)] {
+        let output = output.to_str().unwrap();
+        rt.ok(&["cdi", "generate", "--format", format, "--output", output]);
+    }
+    assert_eq!(fs::read_to_string(&named_json).unwrap(), yaml);
+    assert_eq!(fs::read_to_string(&named_yaml).unwrap(), json_text);
     let mut names: Vec<String> = rt.ok(&["cdi", "list"]).lines().map(String::from).collect();
     names.sort();
     assert!(
@@ -406,22 +420,29 @@ fn a_generated_spec_round_trips() {
     );
     assert!(names.contains(&format!("nvidia.com/gpu={}", f.fake2.uuid(1))));
 
-    let mut bundle = gpu_bundle(&rt, &inspect_script(), &[]).unwrap();
-    bundle.config["annotations"] =
-        json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={}", f.fake2.uuid(1)) });
-    bundle.save().unwrap();
-    let report = rt.run_ok(&bundle);
-    assert_eq!(
-        report.values("probe")["marker"],
-        "libcuda.so.1",
-        "{}",
-        report.raw
-    );
-    assert_eq!(report.values("probe")["device_count"], "1");
-    assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
-    assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
-    assert!(report.lines("smi")[0].contains(&f.fake2.uuid(1)));
-    rt.assert_clean(&bundle);
+    // A GPU by UUID, and every GPU by `all`; the spec's own environment shows it was used.
+    let mut probes = INSPECT.to_vec();
+    probes.push(("spec-env", "echo \"$NVIDIA_CTK_LIBCUDA_DIR\""));
+    for (device, indices) in [(f.fake2.uuid(1), &[1][..]), ("all".into(), &[0, 1])] {
+        let mut bundle = gpu_bundle(&rt, &script(&probes), &[]).unwrap();
+        bundle.config["annotations"] =
+            json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={device}") });
+        bundle.save().unwrap();
+        let report = rt.run_ok(&bundle);
+        let probe = report.values("probe");
+        assert_eq!(probe["marker"], "libcuda.so.1", "{device}: {}", report.raw);
+        assert_eq!(probe["device_count"], indices.len().to_string(), "{device}");
+        let bus_ids: Vec<String> = indices.iter().map(|&i| f.fake2.bus_id(i)).collect();
+        assert_eq!(report.lines("procgpus"), bus_ids, "{device}");
+        assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+        let smi = report.lines("smi");
+        assert_eq!(smi.len(), indices.len(), "{device}: {smi:?}");
+        for (line, &index) in smi.iter().zip(indices) {
+            assert!(line.contains(&f.fake2.uuid(index)), "{device}: {smi:?}");
+        }
+        assert_eq!(report.out("spec-env"), LIB_DIR, "{device}: {}", report.raw);
+        rt.assert_clean(&bundle);
+    }
 }
 
 /// A spec of another vendor: a character device node (a copy of /dev/null's numbers, made with
