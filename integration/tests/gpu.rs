@@ -1237,6 +1237,13 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
     mounted.save().unwrap();
     assert_sees_gpus(&rt.run_ok(&mounted), &f.fake2, &[1]);
     rt.assert_clean(&mounted);
+    // A CDI annotation is the engine's, not the image's: it is believed (no spec defines
+    // `nvidia.com/gpu=1` in the default spec dirs, so the GPU is given natively).
+    let mut annotated = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
+    annotated.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=1" });
+    annotated.save().unwrap();
+    assert_sees_gpus(&rt.run_ok(&annotated), &f.fake2, &[1]);
+    rt.assert_clean(&annotated);
     // docker's GPU hook vouches that dockerd set the list from `docker run --gpus`.
     let mut docker = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=0"]);
     docker.config["hooks"] = json!({"prestart": [{
