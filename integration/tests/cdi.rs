@@ -52,9 +52,15 @@ impl Scratch {
 
     /// A stand-in for `nvidia-cdi-hook` that records every run; gpu-youki must never run it.
     fn marker_hook(&self) -> PathBuf {
+        self.marker_program("nvidia-cdi-hook")
+    }
+
+    /// A stand-in for the hook program `name` (`nvidia-cdi-hook`, `nvidia-ctk`) that records
+    /// every run.
+    fn marker_program(&self, name: &str) -> PathBuf {
         let bin = self.path("bin");
         fs::create_dir_all(&bin).unwrap();
-        let hook = bin.join("nvidia-cdi-hook");
+        let hook = bin.join(name);
         fs::write(
             &hook,
             format!(
@@ -358,13 +364,17 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
         argv.extend(args.iter().map(|a| a.to_string()));
         json!({"path": hook, "args": argv, "env": ["NVIDIA_CTK_DEBUG=false"]})
     };
+    // Older specs name the hook as a subcommand of `nvidia-ctk`: the chmod is asked that way.
+    let ctk = scratch.marker_program("nvidia-ctk");
+    let ctk_chmod = json!({"path": ctk, "args": ["nvidia-ctk", "hook", "chmod", "--mode", "711",
+        "--path", "/dev/shm"]});
     bundle.config["hooks"] = json!({"createContainer": [
         hook_entry(&["create-symlinks", "--link", &format!("libcuda.so.1::{LIB_DIR}/libcuda.so"),
             "--link", &format!("libGLX_nvidia.so.{version}::{LIB_DIR}/libGLX_indirect.so.0")]),
         hook_entry(&["update-ldcache", "--folder", LIB_DIR]),
         hook_entry(&["disable-device-node-modification"]),
         hook_entry(&["update-application-profile"]),
-        hook_entry(&["chmod", "--mode", "711", "--path", "/dev/shm"]),
+        ctk_chmod,
     ]});
     bundle.save().unwrap();
     let report = rt.run_ok(&bundle);
@@ -373,7 +383,7 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
     assert_eq!(probe["marker"], "libcuda.so.1");
     assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
     assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
-    assert_eq!(report.out("shm"), "711", "the chmod hook's mode");
+    assert_eq!(report.out("shm"), "711", "the `nvidia-ctk hook chmod` mode");
     assert_eq!(
         report.lines("links")[..2],
         ["libcuda.so.1".to_string(), format!("libcuda.so.{version}")]
@@ -446,14 +456,16 @@ fn a_generated_spec_round_trips() {
 }
 
 /// A spec of another vendor: a character device node (a copy of /dev/null's numbers, made with
-/// mknod in the scratch dir) and an environment variable saying which spec it came from.
+/// mknod in the scratch dir), an environment variable saying which spec it came from, and
+/// additional groups (0, which the CDI library drops, and 4242).
 fn vendor_spec(node: &Path, from: &str) -> String {
     json!({
-        "cdiVersion": "0.5.0",
+        "cdiVersion": "0.7.0",
         "kind": "vendor.com/device",
         "devices": [{"name": "x", "containerEdits": {
             "env": [format!("VENDOR_FROM={from}")],
             "deviceNodes": [{"path": "/dev/vendor-x", "hostPath": node}],
+            "additionalGids": [0, 4242],
         }}],
     })
     .to_string()
@@ -490,6 +502,7 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
             "nvidia",
             "ls /dev | grep -c nvidia; ls /proc/driver/nvidia/gpus | wc -l",
         ),
+        ("gids", "id -G"),
     ]);
     let bundle = gpu_bundle(
         &rt,
@@ -506,6 +519,7 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
         report.raw
     );
     assert_eq!(report.rc("node"), 0);
+    assert_eq!(report.out("gids"), "0 4242", "the spec's additionalGids");
     assert_eq!(
         report.lines("nvidia")[0],
         "0",
