@@ -247,6 +247,8 @@ fn devices_selected_by_index_uuid_bus_id_cdi_name_and_list() {
         (d.bus_id(1), vec![1]),
         ("00000000:16:00.0".into(), vec![2]),
         ("nvidia.com/gpu=2".into(), vec![2]),
+        (format!("nvidia.com/gpu={}", d.uuid(4)), vec![4]),
+        ("nvidia.com/gpu=all".into(), (0..8).collect()),
         ("6,1".into(), vec![1, 6]),
         ("all".into(), (0..8).collect()),
     ];
@@ -611,9 +613,11 @@ fn failure_after_the_gpu_stage_leaves_nothing() {
 fn requirements_are_checked_against_the_driver() {
     let f = fixtures();
     let all = "NVIDIA_VISIBLE_DEVICES=all";
-    // Met (the fake libcuda reports 13000, read by an in-process dlopen), alternatives, or off.
-    let met: [&[&str]; 4] = [
+    // Met (the fake libcuda reports 13000, read by an in-process dlopen), both halves of an AND,
+    // alternatives, or off.
+    let met: [&[&str]; 5] = [
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0"],
+        &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0,driver>=580"],
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=13.0 driver>=580"],
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=14.0 driver>=580"],
         &[
@@ -623,10 +627,19 @@ fn requirements_are_checked_against_the_driver() {
         ],
     ];
     // Unmet: one line naming the requirement and the host value; unknown fails closed.
-    let unmet: [(&[&str], &[&str]); 4] = [
+    let unmet: [(&[&str], &[&str]); 6] = [
         (
             &[all, "NVIDIA_REQUIRE_CUDA=cuda>=14.0"],
             &["NVIDIA_REQUIRE_CUDA", "cuda>=14.0", "13.0"],
+        ),
+        // Comma is AND: the unmet half fails the whole.
+        (
+            &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0,driver>=600"],
+            &["NVIDIA_REQUIRE_CUDA", "driver>=600", "580.95.05"],
+        ),
+        (
+            &[all, "NVIDIA_REQUIRE_BRAND=brand=tesla"],
+            &["NVIDIA_REQUIRE_BRAND", "brand=tesla", "unknown"],
         ),
         (
             &[all, "NVIDIA_REQUIRE_DRIVER=driver>=600"],
