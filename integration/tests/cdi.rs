@@ -697,6 +697,18 @@ fn cuda_forward_compat_libraries_are_used_only_when_newer() {
             "{case}"
         );
         assert_eq!(report.out("params"), "ModifyDeviceFiles: 0", "{case}");
+        // Read in the root, never mounted: no mount point in the image's compat directory
+        // (the host's libcuda is one).
+        let points: Vec<&str> = report
+            .lines("mountinfo")
+            .into_iter()
+            .filter_map(|line| line.split(' ').nth(4))
+            .collect();
+        assert!(points.contains(&host_file.as_str()), "{case}: {points:?}");
+        assert!(
+            !points.iter().any(|p| p.starts_with("/usr/local/cuda")),
+            "{case}: {points:?}"
+        );
         rt.assert_clean(&bundle);
     }
 }
