@@ -204,6 +204,47 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
     );
 }
 
+/// NVML is loaded in process only when a selector needs NVML's MIG indices or UUIDs (`GPU:MIG`,
+/// `MIG-<uuid>`), never for full GPUs or the legacy `MIG-GPU-<uuid>/gi/ci` form (README, "MIG
+/// devices are found without NVML"). glibc's loader names every library it initialises under
+/// `LD_DEBUG=files`.
+#[test]
+fn nvml_is_loaded_only_for_selectors_that_need_it() {
+    let d = fake_devices();
+    let rt = GpuRuntime::new(d);
+    let mig_uuid = mig(d, 0, "uuid").as_str().unwrap().to_string();
+    for (visible, needs_nvml) in [
+        ("0".to_string(), false),
+        (format!("MIG-{}/2/1", d.uuid(0)), false),
+        ("0:0".to_string(), true),
+        (mig_uuid, true),
+    ] {
+        let bundle = bundle(&rt, &[], &[&format!("NVIDIA_VISIBLE_DEVICES={visible}")]);
+        let output = rt
+            .command(&["gpu", "plan", "--bundle", bundle.path()])
+            .env("LD_DEBUG", "files")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{visible}: {stderr}");
+        let initialised = |library: &str| {
+            stderr
+                .lines()
+                .any(|l| l.contains("calling init:") && l.contains(library))
+        };
+        // A positive control: the loader reports at all (libc is always initialised).
+        assert!(
+            initialised("libc.so.6"),
+            "{visible}: no LD_DEBUG output: {stderr}"
+        );
+        assert_eq!(
+            initialised("libnvidia-ml.so"),
+            needs_nvml,
+            "{visible}: NVML loaded"
+        );
+    }
+}
+
 #[test]
 fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
     let d = fake_devices();
