@@ -455,17 +455,25 @@ fn a_generated_spec_round_trips() {
     }
 }
 
-/// A spec of another vendor: a character device node (a copy of /dev/null's numbers, made with
-/// mknod in the scratch dir), an environment variable saying which spec it came from, and
-/// additional groups (0, which the CDI library drops, and 4242).
-fn vendor_spec(node: &Path, from: &str) -> String {
+/// A spec of another vendor, for nodes made with mknod in `scratch`: a character device node
+/// (a copy of /dev/null's numbers) and a block one, an environment variable saying which spec it
+/// came from, additional groups (0, which the CDI library drops, and 4242), a tmpfs mount, and
+/// a createRuntime hook recording the spec it came from in the scratch dir's `vendor-hook-runs`.
+fn vendor_spec(scratch: &Scratch, from: &str) -> String {
     json!({
         "cdiVersion": "0.7.0",
         "kind": "vendor.com/device",
         "devices": [{"name": "x", "containerEdits": {
             "env": [format!("VENDOR_FROM={from}")],
-            "deviceNodes": [{"path": "/dev/vendor-x", "hostPath": node}],
+            "deviceNodes": [
+                {"path": "/dev/vendor-x", "hostPath": scratch.path("vendor-x")},
+                {"path": "/dev/vendor-blk", "hostPath": scratch.path("vendor-blk")},
+            ],
             "additionalGids": [0, 4242],
+            "mounts": [{"hostPath": "tmpfs", "containerPath": "/vendor-tmp", "type": "tmpfs",
+                "options": ["nosuid", "size=1m"]}],
+            "hooks": [{"hookName": "createRuntime", "path": "/bin/sh", "args": ["sh", "-c",
+                format!("echo {from} >> {}", scratch.path("vendor-hook-runs").display())]}],
         }}],
     })
     .to_string()
@@ -476,20 +484,22 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
     let f = fixtures();
     let scratch = Scratch::new();
     let rt = scratch.runtime(&f.fake2, &["etc-cdi", "run-cdi"]);
-    let node = scratch.path("vendor-x");
-    let status = Command::new("mknod")
-        .args([node.to_str().unwrap(), "c", "1", "3"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for (name, kind, major, minor) in [("vendor-x", "c", "1", "3"), ("vendor-blk", "b", "7", "250")]
+    {
+        let status = Command::new("mknod")
+            .args([scratch.path(name).to_str().unwrap(), kind, major, minor])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     fs::write(
         scratch.path("etc-cdi/vendor.json"),
-        vendor_spec(&node, "etc"),
+        vendor_spec(&scratch, "etc"),
     )
     .unwrap();
     fs::write(
         scratch.path("run-cdi/vendor.json"),
-        vendor_spec(&node, "run"),
+        vendor_spec(&scratch, "run"),
     )
     .unwrap();
     let probes = script(&[
@@ -503,6 +513,11 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
             "ls /dev | grep -c nvidia; ls /proc/driver/nvidia/gpus | wc -l",
         ),
         ("gids", "id -G"),
+        ("blk", "stat -c '%F %t:%T' /dev/vendor-blk"),
+        (
+            "tmpfs",
+            "grep -c ' /vendor-tmp .* - tmpfs ' /proc/self/mountinfo",
+        ),
     ]);
     let bundle = gpu_bundle(
         &rt,
@@ -521,6 +536,18 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
     assert_eq!(report.rc("node"), 0);
     assert_eq!(report.out("gids"), "0 4242", "the spec's additionalGids");
     assert_eq!(
+        report.out("blk"),
+        "block special file 7:fa",
+        "{}",
+        report.raw
+    );
+    assert_eq!(report.out("tmpfs"), "1", "{}", report.raw);
+    assert_eq!(
+        fs::read_to_string(scratch.path("vendor-hook-runs")).unwrap_or_default(),
+        "run\n",
+        "the spec's hook ran once"
+    );
+    assert_eq!(
         report.lines("nvidia")[0],
         "0",
         "no NVIDIA device for another vendor"
@@ -530,7 +557,7 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
     // The same name twice in one directory is a conflict, and resolves to nothing.
     fs::write(
         scratch.path("run-cdi/vendor-copy.json"),
-        vendor_spec(&node, "copy"),
+        vendor_spec(&scratch, "copy"),
     )
     .unwrap();
     let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
