@@ -1,8 +1,8 @@
 //! CDI, end to end on the fake driver: specs of the shape `nvidia-ctk cdi generate` writes and
 //! of another vendor, requested by annotation and in `NVIDIA_VISIBLE_DEVICES`, applied without
 //! running a single hook; `gpu-youki cdi generate` output (each `--format`) used as a spec,
-//! by UUID and `all`; spec directory
-//! priority; stale specs; CUDA forward-compatibility libraries in the image.
+//! by UUID and `all`; spec directory priority, in the default `/etc/cdi` and `/var/run/cdi`
+//! too; stale specs; CUDA forward-compatibility libraries in the image.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -637,6 +637,59 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
 
 /// The device plugin's CDI annotation on a node without specs: `nvidia.com/gpu=<id>` that no
 /// spec defines is the native GPU selector it also is.
+/// Spec files this test put in the host's default spec directories, removed when dropped with
+/// the directories it made.
+struct HostSpecs {
+    files: Vec<PathBuf>,
+    made_dirs: Vec<PathBuf>,
+}
+
+impl Drop for HostSpecs {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = fs::remove_file(file);
+        }
+        for dir in &self.made_dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// With no `[cdi] spec-dirs`, the default `/etc/cdi` and `/var/run/cdi` are read, and the later
+/// one wins. The kind is this test's own and the file names are unique, so no other container
+/// on the host names these devices.
+#[test]
+fn the_default_spec_dirs_are_read_and_var_run_wins() {
+    let f = fixtures();
+    let rt = GpuRuntime::new(&f.fake2);
+    let mut specs = HostSpecs {
+        files: Vec::new(),
+        made_dirs: Vec::new(),
+    };
+    let name = format!("{}.json", unique("gytest-default-dirs"));
+    for (dir, from) in [("/etc/cdi", "etc"), ("/var/run/cdi", "run")] {
+        let dir = Path::new(dir);
+        if !dir.exists() {
+            fs::create_dir_all(dir).unwrap();
+            specs.made_dirs.push(dir.to_path_buf());
+        }
+        let file = dir.join(&name);
+        let spec = json!({
+            "cdiVersion": "0.5.0",
+            "kind": "gytest.example/default-dirs",
+            "devices": [{"name": "d", "containerEdits": {"env": [format!("DEFAULT_FROM={from}")]}}],
+        });
+        fs::write(&file, spec.to_string()).unwrap();
+        specs.files.push(file);
+    }
+    let mut bundle = gpu_bundle(&rt, &script(&[("from", "echo \"$DEFAULT_FROM\"")]), &[]).unwrap();
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/test": "gytest.example/default-dirs=d" });
+    bundle.save().unwrap();
+    let report = rt.run_ok(&bundle);
+    assert_eq!(report.out("from"), "run", "{}", report.raw);
+    rt.assert_clean(&bundle);
+}
+
 #[test]
 fn an_nvidia_gpu_annotation_without_a_spec_gets_the_gpu_natively() {
     let f = fixtures();
