@@ -403,6 +403,15 @@ fn capabilities_select_libraries_binaries_and_devices() {
             modeset: true,
         },
         Case {
+            caps: "ngx",
+            present: &["libnvidia-ngx.so.1"],
+            absent: &["libcuda.so.1", "libnvidia-ml.so.1", "libGLX_nvidia.so.0"],
+            bins: &[],
+            no_bins: &["nvidia-smi"],
+            uvm: false,
+            modeset: false,
+        },
+        Case {
             caps: "all",
             present: &[
                 "libcuda.so.1",
