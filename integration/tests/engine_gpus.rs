@@ -3,7 +3,8 @@
 //! setup's placeholder), containerd 1.6 `ctr run --gpus` (`nvidia-container-cli` placeholder on
 //! ctr's PATH) and CRI pods (`NVIDIA_VISIBLE_DEVICES`, the device plugin's `/dev/null` volume
 //! mounts, UpdateContainerResources, CDI annotations passed by `container_annotations`, and a
-//! CDI annotation alone resolved through the spec `gpu-youki cdi generate` wrote).
+//! CDI annotation alone resolved through the spec `gpu-youki cdi generate` wrote; a pod naming
+//! no handler runs on the default runtime setup set).
 //! Containers look at their `/dev/nvidia*` nodes and driver files (busybox image), and
 //! `cuda-probe` in the glibc image loads libcuda through the ld.so.cache and counts the GPUs.
 //! Each test first checks setup itself (dry run, kept content, backup, idempotency) on the
@@ -568,6 +569,7 @@ fn containerd_gpus_through_gpu_youki_setup() -> Result<()> {
     ctrd.import(Containerd::CRI_NAMESPACE, &images.pause)?;
     ctrd.import(Containerd::CRI_NAMESPACE, &images.busybox)?;
     cri_gpus(&ctrd, image).context("CRI pod with GPUs")?;
+    cri_default_runtime(&ctrd, image).context("CRI pod on the default runtime")?;
     scratch.check_placeholders()?;
     ctrd.shutdown()
 }
@@ -584,24 +586,8 @@ fn exec_sync(ctrd: &Containerd, id: &str, script: &str) -> Result<Value> {
 /// device plugin's volume mounts, and one by a CDI annotation alone, resolved through the spec
 /// `gpu-youki cdi generate` wrote; then an update with CRI's deny-all device rule.
 fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
-    let (sandbox, pod) = ctrd.run_pod_sandbox("gpu-pod")?;
-    let container = |name: &str, extra: Value| -> Result<String> {
-        let mut config = json!({
-            "metadata": { "name": name },
-            "image": { "image": image },
-            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
-            "linux": {
-                "security_context": { "namespace_options": { "network": "NODE" } },
-            },
-        });
-        for (key, value) in extra.as_object().unwrap() {
-            config[key] = value.clone();
-        }
-        let request = json!({ "pod_sandbox_id": sandbox, "config": config, "sandbox_config": pod });
-        let id = str_field(&ctrd.cri("CreateContainer", &request)?, "container_id")?;
-        ctrd.cri("StartContainer", &json!({ "container_id": id }))?;
-        Ok(id)
-    };
+    let pod = Pod::run(ctrd, "gpu-pod", Containerd::HANDLER)?;
+    let container = |name: &str, extra: Value| pod.start(ctrd, image, name, extra);
     let annotation = ("cdi.k8s.io/gytest", "nvidia.com/gpu=1");
     let by_env = container(
         "by-env",
@@ -698,14 +684,80 @@ fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
         "/dev/nvidia1 after the update: {out}"
     );
 
-    for id in [&by_env, &by_volume, &by_cdi] {
-        ctrd.cri(
-            "StopContainer",
-            &json!({ "container_id": id, "timeout": 10 }),
-        )?;
-        ctrd.cri("RemoveContainer", &json!({ "container_id": id }))?;
+    pod.remove(ctrd, &[by_env, by_volume, by_cdi])
+}
+
+/// A pod naming no runtime handler runs on the CRI plugin's `default_runtime_name`, which
+/// `setup containerd --set-as-default` made gpu-youki (the harness's config names none then):
+/// its container gets the GPU its environment asks for.
+fn cri_default_runtime(ctrd: &Containerd, image: &str) -> Result<()> {
+    let pod = Pod::run(ctrd, "default-pod", "")?;
+    let id = pod.start(
+        ctrd,
+        image,
+        "default-runtime",
+        json!({ "envs": [{ "key": "NVIDIA_VISIBLE_DEVICES", "value": "2" }] }),
+    )?;
+    let out = exec_sync(ctrd, &id, &script(PROBES))?;
+    check_container(
+        "CRI pod on the default runtime",
+        out["stdout"].as_str().unwrap_or_default(),
+        &[2],
+        &["libcuda.so.1", "libnvidia-ml.so.1"],
+        &[],
+    )?;
+    pod.remove(ctrd, &[id])
+}
+
+/// A CRI pod sandbox and the config CreateContainer needs again.
+struct Pod {
+    sandbox: String,
+    config: Value,
+}
+
+impl Pod {
+    /// Starts the host-network pod `name` on runtime handler `handler` (`""`: the default).
+    fn run(ctrd: &Containerd, name: &str, handler: &str) -> Result<Self> {
+        let (sandbox, config) = ctrd.run_pod_sandbox_on(name, handler)?;
+        Ok(Pod { sandbox, config })
     }
-    ctrd.cri("StopPodSandbox", &json!({ "pod_sandbox_id": sandbox }))?;
-    ctrd.cri("RemovePodSandbox", &json!({ "pod_sandbox_id": sandbox }))?;
-    Ok(())
+
+    /// Creates and starts container `name` of `image` (a shell sleeping until stopped) in the
+    /// pod; `extra`'s keys replace the container config's.
+    fn start(&self, ctrd: &Containerd, image: &str, name: &str, extra: Value) -> Result<String> {
+        let mut config = json!({
+            "metadata": { "name": name },
+            "image": { "image": image },
+            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+            "linux": {
+                "security_context": { "namespace_options": { "network": "NODE" } },
+            },
+        });
+        for (key, value) in extra.as_object().context("extra container config")? {
+            config[key] = value.clone();
+        }
+        let request = json!({
+            "pod_sandbox_id": self.sandbox, "config": config, "sandbox_config": self.config,
+        });
+        let id = str_field(&ctrd.cri("CreateContainer", &request)?, "container_id")?;
+        ctrd.cri("StartContainer", &json!({ "container_id": id }))?;
+        Ok(id)
+    }
+
+    /// Stops and removes `containers`, then the pod.
+    fn remove(self, ctrd: &Containerd, containers: &[String]) -> Result<()> {
+        for id in containers {
+            ctrd.cri(
+                "StopContainer",
+                &json!({ "container_id": id, "timeout": 10 }),
+            )?;
+            ctrd.cri("RemoveContainer", &json!({ "container_id": id }))?;
+        }
+        ctrd.cri("StopPodSandbox", &json!({ "pod_sandbox_id": self.sandbox }))?;
+        ctrd.cri(
+            "RemovePodSandbox",
+            &json!({ "pod_sandbox_id": self.sandbox }),
+        )?;
+        Ok(())
+    }
 }
