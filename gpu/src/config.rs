@@ -261,6 +261,8 @@ mod tests {
                 .unwrap();
         assert!(config.request.volume_mounts);
         assert_eq!(config.request.unprivileged_env, UnprivilegedEnv::Ignore);
+        let config = GpuConfig::parse("[request]\nunprivileged-env = \"accept\"\n").unwrap();
+        assert_eq!(config.request.unprivileged_env, UnprivilegedEnv::Accept);
         let err = GpuConfig::parse("[request]\nunprivileged-env = \"deny\"\n")
             .unwrap_err()
             .to_string();

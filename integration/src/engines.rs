@@ -959,6 +959,12 @@ state = {state}
     /// Starts a host-network pod sandbox named `name` on the gpu-youki runtime handler;
     /// returns the sandbox id and the pod config (CreateContainer needs it again).
     pub fn run_pod_sandbox(&self, name: &str) -> Result<(String, Value)> {
+        self.run_pod_sandbox_on(name, Containerd::HANDLER)
+    }
+
+    /// [`Containerd::run_pod_sandbox`] on the runtime handler `handler`; `""` names none, so
+    /// the pod runs on the CRI plugin's `default_runtime_name`.
+    pub fn run_pod_sandbox_on(&self, name: &str, handler: &str) -> Result<(String, Value)> {
         let pod = json!({
             "metadata": { "name": name, "uid": format!("gytest-{name}-uid"), "namespace": "default" },
             "log_directory": self.dir().join("pods"),
@@ -969,7 +975,7 @@ state = {state}
         });
         let response = self.cri(
             "RunPodSandbox",
-            &json!({ "config": pod, "runtime_handler": Containerd::HANDLER }),
+            &json!({ "config": pod, "runtime_handler": handler }),
         )?;
         Ok((str_field(&response, "pod_sandbox_id")?, pod))
     }

@@ -1,7 +1,8 @@
 //! CDI, end to end on the fake driver: specs of the shape `nvidia-ctk cdi generate` writes and
 //! of another vendor, requested by annotation and in `NVIDIA_VISIBLE_DEVICES`, applied without
-//! running a single hook; `gpu-youki cdi generate` output used as a spec; spec directory
-//! priority; stale specs; CUDA forward-compatibility libraries in the image.
+//! running a single hook; `gpu-youki cdi generate` output (each `--format`) used as a spec,
+//! by UUID and `all`; spec directory priority, in the default `/etc/cdi` and `/var/run/cdi`
+//! too; stale specs; CUDA forward-compatibility libraries in the image.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -51,9 +52,15 @@ impl Scratch {
 
     /// A stand-in for `nvidia-cdi-hook` that records every run; gpu-youki must never run it.
     fn marker_hook(&self) -> PathBuf {
+        self.marker_program("nvidia-cdi-hook")
+    }
+
+    /// A stand-in for the hook program `name` (`nvidia-cdi-hook`, `nvidia-ctk`) that records
+    /// every run.
+    fn marker_program(&self, name: &str) -> PathBuf {
         let bin = self.path("bin");
         fs::create_dir_all(&bin).unwrap();
-        let hook = bin.join("nvidia-cdi-hook");
+        let hook = bin.join(name);
         fs::write(
             &hook,
             format!(
@@ -357,13 +364,17 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
         argv.extend(args.iter().map(|a| a.to_string()));
         json!({"path": hook, "args": argv, "env": ["NVIDIA_CTK_DEBUG=false"]})
     };
+    // Older specs name the hook as a subcommand of `nvidia-ctk`: the chmod is asked that way.
+    let ctk = scratch.marker_program("nvidia-ctk");
+    let ctk_chmod = json!({"path": ctk, "args": ["nvidia-ctk", "hook", "chmod", "--mode", "711",
+        "--path", "/dev/shm"]});
     bundle.config["hooks"] = json!({"createContainer": [
         hook_entry(&["create-symlinks", "--link", &format!("libcuda.so.1::{LIB_DIR}/libcuda.so"),
             "--link", &format!("libGLX_nvidia.so.{version}::{LIB_DIR}/libGLX_indirect.so.0")]),
         hook_entry(&["update-ldcache", "--folder", LIB_DIR]),
         hook_entry(&["disable-device-node-modification"]),
         hook_entry(&["update-application-profile"]),
-        hook_entry(&["chmod", "--mode", "711", "--path", "/dev/shm"]),
+        ctk_chmod,
     ]});
     bundle.save().unwrap();
     let report = rt.run_ok(&bundle);
@@ -372,7 +383,7 @@ fn nvidia_hooks_already_in_config_json_are_done_natively() {
     assert_eq!(probe["marker"], "libcuda.so.1");
     assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
     assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
-    assert_eq!(report.out("shm"), "711", "the chmod hook's mode");
+    assert_eq!(report.out("shm"), "711", "the `nvidia-ctk hook chmod` mode");
     assert_eq!(
         report.lines("links")[..2],
         ["libcuda.so.1".to_string(), format!("libcuda.so.{version}")]
@@ -398,6 +409,19 @@ fn a_generated_spec_round_trips() {
         yaml.starts_with("---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\n"),
         "{yaml}"
     );
+    // `--format` given: on stdout, and to an --output whose name says the other format.
+    let json_text = rt.ok(&["cdi", "generate", "--format", "json"]);
+    let from_stdout: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(from_stdout, spec, "--format json on stdout");
+    assert_eq!(rt.ok(&["cdi", "generate", "--format", "yaml"]), yaml);
+    let named_json = scratch.path("yaml-spec.json");
+    let named_yaml = scratch.path("json-spec.yaml");
+    for (format, output) in [("yaml", &named_json), ("json", &named_yaml)] {
+        let output = output.to_str().unwrap();
+        rt.ok(&["cdi", "generate", "--format", format, "--output", output]);
+    }
+    assert_eq!(fs::read_to_string(&named_json).unwrap(), yaml);
+    assert_eq!(fs::read_to_string(&named_yaml).unwrap(), json_text);
     let mut names: Vec<String> = rt.ok(&["cdi", "list"]).lines().map(String::from).collect();
     names.sort();
     assert!(
@@ -406,33 +430,50 @@ fn a_generated_spec_round_trips() {
     );
     assert!(names.contains(&format!("nvidia.com/gpu={}", f.fake2.uuid(1))));
 
-    let mut bundle = gpu_bundle(&rt, &inspect_script(), &[]).unwrap();
-    bundle.config["annotations"] =
-        json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={}", f.fake2.uuid(1)) });
-    bundle.save().unwrap();
-    let report = rt.run_ok(&bundle);
-    assert_eq!(
-        report.values("probe")["marker"],
-        "libcuda.so.1",
-        "{}",
-        report.raw
-    );
-    assert_eq!(report.values("probe")["device_count"], "1");
-    assert_eq!(report.lines("procgpus"), [f.fake2.bus_id(1)]);
-    assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
-    assert!(report.lines("smi")[0].contains(&f.fake2.uuid(1)));
-    rt.assert_clean(&bundle);
+    // A GPU by UUID, and every GPU by `all`; the spec's own environment shows it was used.
+    let mut probes = INSPECT.to_vec();
+    probes.push(("spec-env", "echo \"$NVIDIA_CTK_LIBCUDA_DIR\""));
+    for (device, indices) in [(f.fake2.uuid(1), &[1][..]), ("all".into(), &[0, 1])] {
+        let mut bundle = gpu_bundle(&rt, &script(&probes), &[]).unwrap();
+        bundle.config["annotations"] =
+            json!({ "cdi.k8s.io/gpus": format!("nvidia.com/gpu={device}") });
+        bundle.save().unwrap();
+        let report = rt.run_ok(&bundle);
+        let probe = report.values("probe");
+        assert_eq!(probe["marker"], "libcuda.so.1", "{device}: {}", report.raw);
+        assert_eq!(probe["device_count"], indices.len().to_string(), "{device}");
+        let bus_ids: Vec<String> = indices.iter().map(|&i| f.fake2.bus_id(i)).collect();
+        assert_eq!(report.lines("procgpus"), bus_ids, "{device}");
+        assert_eq!(report.out("params"), "ModifyDeviceFiles: 0");
+        let smi = report.lines("smi");
+        assert_eq!(smi.len(), indices.len(), "{device}: {smi:?}");
+        for (line, &index) in smi.iter().zip(indices) {
+            assert!(line.contains(&f.fake2.uuid(index)), "{device}: {smi:?}");
+        }
+        assert_eq!(report.out("spec-env"), LIB_DIR, "{device}: {}", report.raw);
+        rt.assert_clean(&bundle);
+    }
 }
 
-/// A spec of another vendor: a character device node (a copy of /dev/null's numbers, made with
-/// mknod in the scratch dir) and an environment variable saying which spec it came from.
-fn vendor_spec(node: &Path, from: &str) -> String {
+/// A spec of another vendor, for nodes made with mknod in `scratch`: a character device node
+/// (a copy of /dev/null's numbers) and a block one, an environment variable saying which spec it
+/// came from, additional groups (0, which the CDI library drops, and 4242), a tmpfs mount, and
+/// a createRuntime hook recording the spec it came from in the scratch dir's `vendor-hook-runs`.
+fn vendor_spec(scratch: &Scratch, from: &str) -> String {
     json!({
-        "cdiVersion": "0.5.0",
+        "cdiVersion": "0.7.0",
         "kind": "vendor.com/device",
         "devices": [{"name": "x", "containerEdits": {
             "env": [format!("VENDOR_FROM={from}")],
-            "deviceNodes": [{"path": "/dev/vendor-x", "hostPath": node}],
+            "deviceNodes": [
+                {"path": "/dev/vendor-x", "hostPath": scratch.path("vendor-x")},
+                {"path": "/dev/vendor-blk", "hostPath": scratch.path("vendor-blk")},
+            ],
+            "additionalGids": [0, 4242],
+            "mounts": [{"hostPath": "tmpfs", "containerPath": "/vendor-tmp", "type": "tmpfs",
+                "options": ["nosuid", "size=1m"]}],
+            "hooks": [{"hookName": "createRuntime", "path": "/bin/sh", "args": ["sh", "-c",
+                format!("echo {from} >> {}", scratch.path("vendor-hook-runs").display())]}],
         }}],
     })
     .to_string()
@@ -443,20 +484,22 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
     let f = fixtures();
     let scratch = Scratch::new();
     let rt = scratch.runtime(&f.fake2, &["etc-cdi", "run-cdi"]);
-    let node = scratch.path("vendor-x");
-    let status = Command::new("mknod")
-        .args([node.to_str().unwrap(), "c", "1", "3"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for (name, kind, major, minor) in [("vendor-x", "c", "1", "3"), ("vendor-blk", "b", "7", "250")]
+    {
+        let status = Command::new("mknod")
+            .args([scratch.path(name).to_str().unwrap(), kind, major, minor])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     fs::write(
         scratch.path("etc-cdi/vendor.json"),
-        vendor_spec(&node, "etc"),
+        vendor_spec(&scratch, "etc"),
     )
     .unwrap();
     fs::write(
         scratch.path("run-cdi/vendor.json"),
-        vendor_spec(&node, "run"),
+        vendor_spec(&scratch, "run"),
     )
     .unwrap();
     let probes = script(&[
@@ -468,6 +511,12 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
         (
             "nvidia",
             "ls /dev | grep -c nvidia; ls /proc/driver/nvidia/gpus | wc -l",
+        ),
+        ("gids", "id -G"),
+        ("blk", "stat -c '%F %t:%T' /dev/vendor-blk"),
+        (
+            "tmpfs",
+            "grep -c ' /vendor-tmp .* - tmpfs ' /proc/self/mountinfo",
         ),
     ]);
     let bundle = gpu_bundle(
@@ -485,6 +534,19 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
         report.raw
     );
     assert_eq!(report.rc("node"), 0);
+    assert_eq!(report.out("gids"), "0 4242", "the spec's additionalGids");
+    assert_eq!(
+        report.out("blk"),
+        "block special file 7:fa",
+        "{}",
+        report.raw
+    );
+    assert_eq!(report.out("tmpfs"), "1", "{}", report.raw);
+    assert_eq!(
+        fs::read_to_string(scratch.path("vendor-hook-runs")).unwrap_or_default(),
+        "run\n",
+        "the spec's hook ran once"
+    );
     assert_eq!(
         report.lines("nvidia")[0],
         "0",
@@ -495,7 +557,7 @@ fn another_vendors_spec_in_the_env_and_dir_priority() {
     // The same name twice in one directory is a conflict, and resolves to nothing.
     fs::write(
         scratch.path("run-cdi/vendor-copy.json"),
-        vendor_spec(&node, "copy"),
+        vendor_spec(&scratch, "copy"),
     )
     .unwrap();
     let output = rt.run(&["run", "-b", bundle.path(), &unique("cdi")]);
@@ -575,6 +637,59 @@ fn stale_and_unresolvable_specs_fail_with_the_fix() {
 
 /// The device plugin's CDI annotation on a node without specs: `nvidia.com/gpu=<id>` that no
 /// spec defines is the native GPU selector it also is.
+/// Spec files this test put in the host's default spec directories, removed when dropped with
+/// the directories it made.
+struct HostSpecs {
+    files: Vec<PathBuf>,
+    made_dirs: Vec<PathBuf>,
+}
+
+impl Drop for HostSpecs {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = fs::remove_file(file);
+        }
+        for dir in &self.made_dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// With no `[cdi] spec-dirs`, the default `/etc/cdi` and `/var/run/cdi` are read, and the later
+/// one wins. The kind is this test's own and the file names are unique, so no other container
+/// on the host names these devices.
+#[test]
+fn the_default_spec_dirs_are_read_and_var_run_wins() {
+    let f = fixtures();
+    let rt = GpuRuntime::new(&f.fake2);
+    let mut specs = HostSpecs {
+        files: Vec::new(),
+        made_dirs: Vec::new(),
+    };
+    let name = format!("{}.json", unique("gytest-default-dirs"));
+    for (dir, from) in [("/etc/cdi", "etc"), ("/var/run/cdi", "run")] {
+        let dir = Path::new(dir);
+        if !dir.exists() {
+            fs::create_dir_all(dir).unwrap();
+            specs.made_dirs.push(dir.to_path_buf());
+        }
+        let file = dir.join(&name);
+        let spec = json!({
+            "cdiVersion": "0.5.0",
+            "kind": "gytest.example/default-dirs",
+            "devices": [{"name": "d", "containerEdits": {"env": [format!("DEFAULT_FROM={from}")]}}],
+        });
+        fs::write(&file, spec.to_string()).unwrap();
+        specs.files.push(file);
+    }
+    let mut bundle = gpu_bundle(&rt, &script(&[("from", "echo \"$DEFAULT_FROM\"")]), &[]).unwrap();
+    bundle.config["annotations"] = json!({ "cdi.k8s.io/test": "gytest.example/default-dirs=d" });
+    bundle.save().unwrap();
+    let report = rt.run_ok(&bundle);
+    assert_eq!(report.out("from"), "run", "{}", report.raw);
+    rt.assert_clean(&bundle);
+}
+
 #[test]
 fn an_nvidia_gpu_annotation_without_a_spec_gets_the_gpu_natively() {
     let f = fixtures();
@@ -662,6 +777,18 @@ fn cuda_forward_compat_libraries_are_used_only_when_newer() {
             "{case}"
         );
         assert_eq!(report.out("params"), "ModifyDeviceFiles: 0", "{case}");
+        // Read in the root, never mounted: no mount point in the image's compat directory
+        // (the host's libcuda is one).
+        let points: Vec<&str> = report
+            .lines("mountinfo")
+            .into_iter()
+            .filter_map(|line| line.split(' ').nth(4))
+            .collect();
+        assert!(points.contains(&host_file.as_str()), "{case}: {points:?}");
+        assert!(
+            !points.iter().any(|p| p.starts_with("/usr/local/cuda")),
+            "{case}: {points:?}"
+        );
         rt.assert_clean(&bundle);
     }
 }

@@ -2,12 +2,15 @@
 //! the fake 8-GPU driver: dockerd 20.10 `--gpus` (its `nvidia-container-runtime-hook` found as
 //! setup's placeholder), containerd 1.6 `ctr run --gpus` (`nvidia-container-cli` placeholder on
 //! ctr's PATH) and CRI pods (`NVIDIA_VISIBLE_DEVICES`, the device plugin's `/dev/null` volume
-//! mounts, UpdateContainerResources, CDI annotations passed by `container_annotations`).
+//! mounts, UpdateContainerResources, CDI annotations passed by `container_annotations`, and a
+//! CDI annotation alone resolved through the spec `gpu-youki cdi generate` wrote; a pod naming
+//! no handler runs on the default runtime setup set).
 //! Containers look at their `/dev/nvidia*` nodes and driver files (busybox image), and
 //! `cuda-probe` in the glibc image loads libcuda through the ld.so.cache and counts the GPUs.
 //! Each test first checks setup itself (dry run, kept content, backup, idempotency) on the
-//! harness's config, then starts the real daemon on what setup wrote. The placeholders must
-//! never run: gpu-youki leaves the engines' GPU hooks out of the container.
+//! harness's config, then starts the real daemon on what setup wrote (docker's under a
+//! `--runtime-name` of its own). The placeholders must never run: gpu-youki leaves the
+//! engines' GPU hooks out of the container; run directly at the end, each fails loudly.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -31,23 +34,42 @@ const PROBES: &[(&str, &str)] = &[
     ("cache", "grep -c libcuda.so.1 /etc/ld.so.cache"),
 ];
 
-/// A scratch directory for one test: gpu-youki config, placeholders and their run log.
+/// The name `gpu-youki setup docker --runtime-name` registers: not the default, so that
+/// dockerd proves the option (`docker run --runtime`, `default-runtime`). containerd's handler
+/// keeps the default name, [`Containerd::HANDLER`], which the harness's pods ask for.
+const DOCKER_RUNTIME: &str = "gpu-youki-by-setup";
+
+/// A scratch directory for one test: gpu-youki config, placeholders and their run log, and a
+/// CDI spec directory holding the spec `gpu-youki cdi generate` wrote for the fake driver.
 struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    fn new() -> Result<Self> {
+    fn new(runtime: &Path) -> Result<Self> {
         let dir = std::env::temp_dir().join(unique("gytest-engine-gpus"));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let cdi = dir.join("cdi");
+        fs::create_dir_all(&cdi).with_context(|| format!("creating {}", cdi.display()))?;
         // The fake 8-GPU driver, with device lists from volume mounts accepted.
         let fake = &fixtures().fake8;
         let base = fs::read_to_string(fake.config())?;
+        let scratch = Scratch { dir };
         fs::write(
-            dir.join("config.toml"),
-            format!("{base}\n[request]\nvolume-mounts = true\n"),
+            scratch.gpu_config(),
+            format!(
+                "{base}\n[request]\nvolume-mounts = true\n[cdi]\nspec-dirs = [{}]\n",
+                json!(cdi)
+            ),
         )?;
-        Ok(Scratch { dir })
+        engines::run(
+            Command::new(runtime)
+                .env(CONFIG_ENV, scratch.gpu_config())
+                .args(["cdi", "generate", "--format", "yaml", "--output"])
+                .arg(cdi.join("nvidia.yaml")),
+        )?
+        .success()
+        .context("gpu-youki cdi generate")?;
+        Ok(scratch)
     }
 
     fn gpu_config(&self) -> PathBuf {
@@ -80,13 +102,47 @@ impl Scratch {
         }
     }
 
-    fn assert_placeholders_never_ran(&self) -> Result<()> {
+    /// The placeholders never ran while the engine ran containers (their log does not exist),
+    /// and each fails loudly when run: exit status 1, stderr saying it is a gpu-youki
+    /// placeholder and not the toolkit's program, and a line in the log naming it and its
+    /// arguments.
+    fn check_placeholders(&self) -> Result<()> {
         let log = self.placeholder_log();
         ensure!(
             !log.exists(),
             "a placeholder ran (an engine hook was not left out): {}",
             fs::read_to_string(&log).unwrap_or_default()
         );
+        let mut runs = 0;
+        for entry in fs::read_dir(self.placeholders())? {
+            let placeholder = entry?.path();
+            let out = engines::run(Command::new(&placeholder).args(["configure", "--device=1"]))?;
+            runs += 1;
+            ensure!(
+                out.code() == Some(1)
+                    && out.stderr.contains(&format!(
+                        "gpu-youki placeholder {} was run",
+                        placeholder.display()
+                    ))
+                    && out
+                        .stderr
+                        .contains("this is not the NVIDIA Container Toolkit"),
+                "running {} directly: {out}",
+                placeholder.display()
+            );
+            let logged = fs::read_to_string(&log)
+                .with_context(|| format!("{} left no {}", placeholder.display(), log.display()))?;
+            let lines: Vec<&str> = logged.lines().collect();
+            ensure!(
+                lines.len() == runs
+                    && lines[runs - 1].contains(&format!("{}[", placeholder.display()))
+                    && lines[runs - 1].ends_with("]: configure --device=1"),
+                "{} after running {}:\n{logged}",
+                log.display(),
+                placeholder.display()
+            );
+        }
+        ensure!(runs == 1, "{runs} placeholders installed");
         Ok(())
     }
 }
@@ -97,7 +153,8 @@ impl Drop for Scratch {
     }
 }
 
-/// `gpu-youki setup ENGINE --config CONFIG --set-as-default` with private placeholders.
+/// `gpu-youki setup ENGINE --config CONFIG --set-as-default` with private placeholders, and
+/// for docker `--runtime-name` [`DOCKER_RUNTIME`].
 fn setup_command(
     runtime: &Path,
     engine: &str,
@@ -112,6 +169,9 @@ fn setup_command(
         .arg(placeholders)
         .arg("--placeholder-log")
         .arg(log);
+    if engine == "docker" {
+        cmd.args(["--runtime-name", DOCKER_RUNTIME]);
+    }
     cmd
 }
 
@@ -177,8 +237,12 @@ fn check_setup(
             for (key, value) in old.as_object().context("daemon.json")? {
                 ensure!(&new[key] == value, "{key} changed: {after}");
             }
-            ensure!(new["runtimes"][Dockerd::RUNTIME]["path"] == json!(runtime));
-            ensure!(new["default-runtime"] == Dockerd::RUNTIME, "{after}");
+            ensure!(
+                new["runtimes"][DOCKER_RUNTIME]["path"] == json!(runtime)
+                    && new["runtimes"].get(Dockerd::RUNTIME).is_none(),
+                "{after}"
+            );
+            ensure!(new["default-runtime"] == DOCKER_RUNTIME, "{after}");
         }
         _ => {
             ensure!(
@@ -312,7 +376,7 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
     engines::require_root()?;
     let runtime = engines::runtime_binary()?;
     let images = engines::test_images()?;
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new(&runtime)?;
     let docker = Dockerd::start_with(&runtime, scratch.engine_setup(&runtime, "docker"))?;
     docker.load(&images.busybox)?;
     docker.load(&images.glibc)?;
@@ -324,7 +388,7 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
             "run",
             "--rm",
             "--runtime",
-            Dockerd::RUNTIME,
+            DOCKER_RUNTIME,
             "--gpus",
             "all",
             &images.glibc.reference,
@@ -361,7 +425,7 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
                 "run",
                 "--rm",
                 "--runtime",
-                Dockerd::RUNTIME,
+                DOCKER_RUNTIME,
                 "--gpus",
                 gpus,
                 image,
@@ -386,7 +450,7 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
             "run",
             "--rm",
             "--runtime",
-            Dockerd::RUNTIME,
+            DOCKER_RUNTIME,
             "--gpus",
             "0",
             image,
@@ -399,7 +463,7 @@ fn docker_gpus_through_gpu_youki_setup() -> Result<()> {
     ensure!(out.stdout == "0\n\n", "--gpus 0: {out}");
 
     setkey_hook_kept(&docker, image).context("libnetwork-setkey beside --gpus")?;
-    scratch.assert_placeholders_never_ran()?;
+    scratch.check_placeholders()?;
     docker.shutdown()
 }
 
@@ -431,7 +495,7 @@ fn setkey_hook_kept(docker: &Dockerd, image: &str) -> Result<()> {
             .trim()
             .to_owned())
     };
-    ensure!(inspect("{{.HostConfig.Runtime}}")? == Dockerd::RUNTIME);
+    ensure!(inspect("{{.HostConfig.Runtime}}")? == DOCKER_RUNTIME);
     let effective = docker.runtime_state(&id).join("gpu-config.json");
     let spec: Value = serde_json::from_slice(
         &fs::read(&effective).with_context(|| format!("reading {}", effective.display()))?,
@@ -460,7 +524,7 @@ fn containerd_gpus_through_gpu_youki_setup() -> Result<()> {
     engines::require_root()?;
     let runtime = engines::runtime_binary()?;
     let images = engines::test_images()?;
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new(&runtime)?;
     let ctrd = Containerd::start_with(
         &runtime,
         &images.pause.reference,
@@ -505,7 +569,8 @@ fn containerd_gpus_through_gpu_youki_setup() -> Result<()> {
     ctrd.import(Containerd::CRI_NAMESPACE, &images.pause)?;
     ctrd.import(Containerd::CRI_NAMESPACE, &images.busybox)?;
     cri_gpus(&ctrd, image).context("CRI pod with GPUs")?;
-    scratch.assert_placeholders_never_ran()?;
+    cri_default_runtime(&ctrd, image).context("CRI pod on the default runtime")?;
+    scratch.check_placeholders()?;
     ctrd.shutdown()
 }
 
@@ -517,27 +582,12 @@ fn exec_sync(ctrd: &Containerd, id: &str, script: &str) -> Result<Value> {
 }
 
 /// A pod on the handler setup registered: a container asking by `NVIDIA_VISIBLE_DEVICES` (with
-/// a CDI annotation, which `container_annotations` must pass to config.json) and one by the
-/// device plugin's volume mounts; then an update with CRI's deny-all device rule.
+/// a CDI annotation, which `container_annotations` must pass to config.json), one by the
+/// device plugin's volume mounts, and one by a CDI annotation alone, resolved through the spec
+/// `gpu-youki cdi generate` wrote; then an update with CRI's deny-all device rule.
 fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
-    let (sandbox, pod) = ctrd.run_pod_sandbox("gpu-pod")?;
-    let container = |name: &str, extra: Value| -> Result<String> {
-        let mut config = json!({
-            "metadata": { "name": name },
-            "image": { "image": image },
-            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
-            "linux": {
-                "security_context": { "namespace_options": { "network": "NODE" } },
-            },
-        });
-        for (key, value) in extra.as_object().unwrap() {
-            config[key] = value.clone();
-        }
-        let request = json!({ "pod_sandbox_id": sandbox, "config": config, "sandbox_config": pod });
-        let id = str_field(&ctrd.cri("CreateContainer", &request)?, "container_id")?;
-        ctrd.cri("StartContainer", &json!({ "container_id": id }))?;
-        Ok(id)
-    };
+    let pod = Pod::run(ctrd, "gpu-pod", Containerd::HANDLER)?;
+    let container = |name: &str, extra: Value| pod.start(ctrd, image, name, extra);
     let annotation = ("cdi.k8s.io/gytest", "nvidia.com/gpu=1");
     let by_env = container(
         "by-env",
@@ -555,8 +605,20 @@ fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
         }] }),
     )?;
 
+    // The device plugin's CDI annotation strategy: no environment, no mount. A PID namespace
+    // of its own, so that its process 1 is the container's, not the pod's pause.
+    let by_cdi = container(
+        "by-cdi",
+        json!({
+            "annotations": { "cdi.k8s.io/gytest-plugin": "nvidia.com/gpu=4" },
+            "linux": { "security_context": { "namespace_options": {
+                "network": "NODE", "pid": "CONTAINER",
+            } } },
+        }),
+    )?;
+
     let probes = script(PROBES);
-    for (id, gpus) in [(&by_env, 1), (&by_volume, 6)] {
+    for (id, gpus) in [(&by_env, 1), (&by_volume, 6), (&by_cdi, 4)] {
         let out = exec_sync(ctrd, id, &probes)?;
         let stdout = out["stdout"].as_str().unwrap_or_default();
         check_container(
@@ -584,6 +646,18 @@ fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
         spec["annotations"]
     );
 
+    // The generated spec's edits, not a native GPU selector, gave by-cdi its GPU: the
+    // container's process has the spec's environment (exec'd processes get CRI's, not it).
+    let out = exec_sync(ctrd, &by_cdi, "tr '\\0' '\\n' </proc/1/environ")?;
+    let environ = out["stdout"].as_str().unwrap_or_default();
+    ensure!(
+        environ.lines().any(|l| l == "NVIDIA_VISIBLE_DEVICES=void")
+            && environ
+                .lines()
+                .any(|l| l.starts_with("NVIDIA_CTK_LIBCUDA_DIR=")),
+        "by-cdi's process has not the spec's environment: {out}"
+    );
+
     // kubelet's resize; containerd adds `"devices":[{"allow":false,"access":"rwm"}]`.
     ctrd.cri(
         "UpdateContainerResources",
@@ -591,10 +665,17 @@ fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
     )?;
     let cgroup = format!("{}/{by_env}", ctrd.cgroup_parent());
     let rules = engines::read_cgroup_file("devices", &cgroup, "devices.list")?;
-    ensure!(
-        rules.lines().any(|r| r == "c 195:1 rwm") && rules.lines().any(|r| r == "c 195:255 rwm"),
-        "the update took the GPU away: devices.list {rules}"
-    );
+    let uvm = &fixtures().fake8.manifest["majors"]["nvidia-uvm"];
+    for rule in [
+        "c 195:1 rwm".to_string(),
+        "c 195:255 rwm".into(),
+        format!("c {uvm}:0 rwm"),
+    ] {
+        ensure!(
+            rules.lines().any(|r| r == rule),
+            "the update took {rule} away: devices.list {rules}"
+        );
+    }
     // The node has no driver behind it: opening fails with ENXIO, not with the cgroup's EPERM.
     let out = exec_sync(ctrd, &by_env, "head -c 1 /dev/nvidia1")?;
     let stderr = out["stderr"].as_str().unwrap_or_default();
@@ -603,14 +684,80 @@ fn cri_gpus(ctrd: &Containerd, image: &str) -> Result<()> {
         "/dev/nvidia1 after the update: {out}"
     );
 
-    for id in [&by_env, &by_volume] {
-        ctrd.cri(
-            "StopContainer",
-            &json!({ "container_id": id, "timeout": 10 }),
-        )?;
-        ctrd.cri("RemoveContainer", &json!({ "container_id": id }))?;
+    pod.remove(ctrd, &[by_env, by_volume, by_cdi])
+}
+
+/// A pod naming no runtime handler runs on the CRI plugin's `default_runtime_name`, which
+/// `setup containerd --set-as-default` made gpu-youki (the harness's config names none then):
+/// its container gets the GPU its environment asks for.
+fn cri_default_runtime(ctrd: &Containerd, image: &str) -> Result<()> {
+    let pod = Pod::run(ctrd, "default-pod", "")?;
+    let id = pod.start(
+        ctrd,
+        image,
+        "default-runtime",
+        json!({ "envs": [{ "key": "NVIDIA_VISIBLE_DEVICES", "value": "2" }] }),
+    )?;
+    let out = exec_sync(ctrd, &id, &script(PROBES))?;
+    check_container(
+        "CRI pod on the default runtime",
+        out["stdout"].as_str().unwrap_or_default(),
+        &[2],
+        &["libcuda.so.1", "libnvidia-ml.so.1"],
+        &[],
+    )?;
+    pod.remove(ctrd, &[id])
+}
+
+/// A CRI pod sandbox and the config CreateContainer needs again.
+struct Pod {
+    sandbox: String,
+    config: Value,
+}
+
+impl Pod {
+    /// Starts the host-network pod `name` on runtime handler `handler` (`""`: the default).
+    fn run(ctrd: &Containerd, name: &str, handler: &str) -> Result<Self> {
+        let (sandbox, config) = ctrd.run_pod_sandbox_on(name, handler)?;
+        Ok(Pod { sandbox, config })
     }
-    ctrd.cri("StopPodSandbox", &json!({ "pod_sandbox_id": sandbox }))?;
-    ctrd.cri("RemovePodSandbox", &json!({ "pod_sandbox_id": sandbox }))?;
-    Ok(())
+
+    /// Creates and starts container `name` of `image` (a shell sleeping until stopped) in the
+    /// pod; `extra`'s keys replace the container config's.
+    fn start(&self, ctrd: &Containerd, image: &str, name: &str, extra: Value) -> Result<String> {
+        let mut config = json!({
+            "metadata": { "name": name },
+            "image": { "image": image },
+            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+            "linux": {
+                "security_context": { "namespace_options": { "network": "NODE" } },
+            },
+        });
+        for (key, value) in extra.as_object().context("extra container config")? {
+            config[key] = value.clone();
+        }
+        let request = json!({
+            "pod_sandbox_id": self.sandbox, "config": config, "sandbox_config": self.config,
+        });
+        let id = str_field(&ctrd.cri("CreateContainer", &request)?, "container_id")?;
+        ctrd.cri("StartContainer", &json!({ "container_id": id }))?;
+        Ok(id)
+    }
+
+    /// Stops and removes `containers`, then the pod.
+    fn remove(self, ctrd: &Containerd, containers: &[String]) -> Result<()> {
+        for id in containers {
+            ctrd.cri(
+                "StopContainer",
+                &json!({ "container_id": id, "timeout": 10 }),
+            )?;
+            ctrd.cri("RemoveContainer", &json!({ "container_id": id }))?;
+        }
+        ctrd.cri("StopPodSandbox", &json!({ "pod_sandbox_id": self.sandbox }))?;
+        ctrd.cri(
+            "RemovePodSandbox",
+            &json!({ "pod_sandbox_id": self.sandbox }),
+        )?;
+        Ok(())
+    }
 }

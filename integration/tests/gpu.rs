@@ -247,6 +247,8 @@ fn devices_selected_by_index_uuid_bus_id_cdi_name_and_list() {
         (d.bus_id(1), vec![1]),
         ("00000000:16:00.0".into(), vec![2]),
         ("nvidia.com/gpu=2".into(), vec![2]),
+        (format!("nvidia.com/gpu={}", d.uuid(4)), vec![4]),
+        ("nvidia.com/gpu=all".into(), (0..8).collect()),
         ("6,1".into(), vec![1, 6]),
         ("all".into(), (0..8).collect()),
     ];
@@ -399,6 +401,15 @@ fn capabilities_select_libraries_binaries_and_devices() {
             no_bins: &["nvidia-smi"],
             uvm: false,
             modeset: true,
+        },
+        Case {
+            caps: "ngx",
+            present: &["libnvidia-ngx.so.1"],
+            absent: &["libcuda.so.1", "libnvidia-ml.so.1", "libGLX_nvidia.so.0"],
+            bins: &[],
+            no_bins: &["nvidia-smi"],
+            uvm: false,
+            modeset: false,
         },
         Case {
             caps: "all",
@@ -611,9 +622,11 @@ fn failure_after_the_gpu_stage_leaves_nothing() {
 fn requirements_are_checked_against_the_driver() {
     let f = fixtures();
     let all = "NVIDIA_VISIBLE_DEVICES=all";
-    // Met (the fake libcuda reports 13000, read by an in-process dlopen), alternatives, or off.
-    let met: [&[&str]; 4] = [
+    // Met (the fake libcuda reports 13000, read by an in-process dlopen), both halves of an AND,
+    // alternatives, or off.
+    let met: [&[&str]; 5] = [
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0"],
+        &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0,driver>=580"],
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=13.0 driver>=580"],
         &[all, "NVIDIA_REQUIRE_CUDA=cuda>=14.0 driver>=580"],
         &[
@@ -623,10 +636,19 @@ fn requirements_are_checked_against_the_driver() {
         ],
     ];
     // Unmet: one line naming the requirement and the host value; unknown fails closed.
-    let unmet: [(&[&str], &[&str]); 4] = [
+    let unmet: [(&[&str], &[&str]); 6] = [
         (
             &[all, "NVIDIA_REQUIRE_CUDA=cuda>=14.0"],
             &["NVIDIA_REQUIRE_CUDA", "cuda>=14.0", "13.0"],
+        ),
+        // Comma is AND: the unmet half fails the whole.
+        (
+            &[all, "NVIDIA_REQUIRE_CUDA=cuda>=12.0,driver>=600"],
+            &["NVIDIA_REQUIRE_CUDA", "driver>=600", "580.95.05"],
+        ),
+        (
+            &[all, "NVIDIA_REQUIRE_BRAND=brand=tesla"],
+            &["NVIDIA_REQUIRE_BRAND", "brand=tesla", "unknown"],
         ),
         (
             &[all, "NVIDIA_REQUIRE_DRIVER=driver>=600"],
@@ -1237,6 +1259,13 @@ fn unprivileged_env_device_lists_are_ignored_when_configured() {
     mounted.save().unwrap();
     assert_sees_gpus(&rt.run_ok(&mounted), &f.fake2, &[1]);
     rt.assert_clean(&mounted);
+    // A CDI annotation is the engine's, not the image's: it is believed (no spec defines
+    // `nvidia.com/gpu=1` in the default spec dirs, so the GPU is given natively).
+    let mut annotated = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=all"]);
+    annotated.config["annotations"] = json!({ "cdi.k8s.io/gpu": "nvidia.com/gpu=1" });
+    annotated.save().unwrap();
+    assert_sees_gpus(&rt.run_ok(&annotated), &f.fake2, &[1]);
+    rt.assert_clean(&annotated);
     // docker's GPU hook vouches that dockerd set the list from `docker run --gpus`.
     let mut docker = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=0"]);
     docker.config["hooks"] = json!({"prestart": [{

@@ -1,8 +1,8 @@
 //! Device families beyond plain GPUs, each checked from inside a real container started with
 //! gpu-youki against `.work/fake-devices` (`scripts/fake-driver --mig 0 --extra-devices`): MIG
 //! devices by `GPU:MIG`, MIG UUID and legacy MIG UUID; MIG config/monitor; IMEX channels by
-//! environment and volume mount; the GDS, MOFED, NVSwitch and GDRCopy families; DRM nodes and
-//! their groups.
+//! environment and volume mount; the GDS, MOFED, NVSwitch and GDRCopy families, together and
+//! each alone; DRM nodes and their groups for `graphics` and for `display` alone.
 //!
 //! A node the container may use opens with "No such device or address" or "No such device"
 //! (the fake numbers have no driver behind them); one the device cgroup denies fails with
@@ -204,16 +204,89 @@ fn mig_devices_by_index_uuid_and_legacy_uuid_get_only_their_instance() {
     );
 }
 
+/// NVML is loaded in process only when a selector needs NVML's MIG indices or UUIDs (`GPU:MIG`,
+/// `MIG-<uuid>`), never for full GPUs or the legacy `MIG-GPU-<uuid>/gi/ci` form (README, "MIG
+/// devices are found without NVML"). glibc's loader names every library it initialises under
+/// `LD_DEBUG=files`.
+#[test]
+fn nvml_is_loaded_only_for_selectors_that_need_it() {
+    let d = fake_devices();
+    let rt = GpuRuntime::new(d);
+    let mig_uuid = mig(d, 0, "uuid").as_str().unwrap().to_string();
+    for (visible, needs_nvml) in [
+        ("0".to_string(), false),
+        (format!("MIG-{}/2/1", d.uuid(0)), false),
+        ("0:0".to_string(), true),
+        (mig_uuid, true),
+    ] {
+        let bundle = bundle(&rt, &[], &[&format!("NVIDIA_VISIBLE_DEVICES={visible}")]);
+        let output = rt
+            .command(&["gpu", "plan", "--bundle", bundle.path()])
+            .env("LD_DEBUG", "files")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{visible}: {stderr}");
+        let initialised = |library: &str| {
+            stderr
+                .lines()
+                .any(|l| l.contains("calling init:") && l.contains(library))
+        };
+        // A positive control: the loader reports at all (libc is always initialised).
+        assert!(
+            initialised("libc.so.6"),
+            "{visible}: no LD_DEBUG output: {stderr}"
+        );
+        assert_eq!(
+            initialised("libnvidia-ml.so"),
+            needs_nvml,
+            "{visible}: NVML loaded"
+        );
+    }
+}
+
 #[test]
 fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
     let d = fake_devices();
     let rt = GpuRuntime::new(d);
+    // Refused: either variable in an unprivileged container, or with MIG devices visible.
+    for (env, privileged_container, expected) in [
+        (
+            ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"],
+            false,
+            "NVIDIA_MIG_CONFIG_DEVICES is allowed only in privileged containers",
+        ),
+        (
+            ["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=all"],
+            false,
+            "NVIDIA_MIG_MONITOR_DEVICES is allowed only in privileged containers",
+        ),
+        (
+            [
+                "NVIDIA_VISIBLE_DEVICES=0:0",
+                "NVIDIA_MIG_CONFIG_DEVICES=all",
+            ],
+            true,
+            "NVIDIA_MIG_CONFIG_DEVICES needs full GPUs visible, not MIG devices",
+        ),
+        (
+            [
+                "NVIDIA_VISIBLE_DEVICES=0:0",
+                "NVIDIA_MIG_MONITOR_DEVICES=all",
+            ],
+            true,
+            "NVIDIA_MIG_MONITOR_DEVICES needs full GPUs visible, not MIG devices",
+        ),
+    ] {
+        let mut refused = bundle(&rt, &[], &env);
+        if privileged_container {
+            privileged(&mut refused);
+        }
+        let err = rt.run_err(&refused);
+        assert!(err.contains(expected), "{env:?}: {err}");
+        rt.assert_clean(&refused);
+    }
     let config = ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"];
-    let err = rt.run_err(&bundle(&rt, &[], &config));
-    assert!(
-        err.contains("NVIDIA_MIG_CONFIG_DEVICES is allowed only in privileged containers"),
-        "{err}"
-    );
     // Privileged: the config capability, every MIG capability node of GPU 0, the whole
     // capabilities tree.
     let mut migs: Vec<String> = vec!["/dev/nvidia-caps/nvidia-cap1".into()];
@@ -249,22 +322,6 @@ fn mig_config_and_monitor_need_a_privileged_container_and_full_gpus() {
         &["/dev/nvidia-caps/nvidia-cap1"],
     );
     assert_opens(&report, 1);
-    // Not with MIG devices visible.
-    let mut on_mig = bundle(
-        &rt,
-        &[],
-        &[
-            "NVIDIA_VISIBLE_DEVICES=0:0",
-            "NVIDIA_MIG_MONITOR_DEVICES=all",
-        ],
-    );
-    privileged(&mut on_mig);
-    let err = rt.run_err(&on_mig);
-    assert!(
-        err.contains("NVIDIA_MIG_MONITOR_DEVICES needs full GPUs visible, not MIG devices"),
-        "{err}"
-    );
-    rt.assert_clean(&on_mig);
 }
 
 #[test]
@@ -379,6 +436,40 @@ fn gated_families_come_with_enabled_and_a_gpu() {
     assert_eq!(report.lines("udev"), ["c226:1"]);
     rt.assert_clean(&enabled);
 
+    // Each family alone brings its own nodes and no other's; only GDS brings its files.
+    for (variable, own) in [
+        ("NVIDIA_GDS", &all_nodes[..2]),
+        ("NVIDIA_MOFED", &all_nodes[2..4]),
+        ("NVIDIA_NVSWITCH", &all_nodes[4..7]),
+        ("NVIDIA_GDRCOPY", &all_nodes[7..]),
+    ] {
+        let others: Vec<&str> = all_nodes
+            .iter()
+            .filter(|n| !own.contains(n))
+            .copied()
+            .collect();
+        let enabled = format!("{variable}=enabled");
+        let alone = gpu_bundle(
+            &rt,
+            &probes(own, &files),
+            &["NVIDIA_VISIBLE_DEVICES=1", &enabled],
+        )
+        .unwrap();
+        let report = rt.run_ok(&alone);
+        assert_nodes(&report, own, &others);
+        assert_opens(&report, own.len());
+        let gds = variable == "NVIDIA_GDS";
+        for file in ["cufile", "udev"] {
+            assert_eq!(
+                report.rc(file) == 0,
+                gds,
+                "{variable}: {file}: {}",
+                report.raw
+            );
+        }
+        rt.assert_clean(&alone);
+    }
+
     // Anything but `enabled` leaves a family off; without a GPU every family is off.
     for env in [
         ["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_GDS=true"],
@@ -394,42 +485,49 @@ fn gated_families_come_with_enabled_and_a_gpu() {
 fn graphics_gets_the_gpus_drm_nodes_and_their_groups() {
     let d = fake_devices();
     let rt = GpuRuntime::new(d);
-    let graphics = gpu_bundle(
-        &rt,
-        &probes(
-            &["/dev/dri/card2", "/dev/dri/renderD130"],
-            &[(
-                "bypath",
-                "cd /dev/dri/by-path && for l in *; do echo \"$l $(readlink $l)\"; done",
-            )],
-        ),
-        &[
-            "NVIDIA_VISIBLE_DEVICES=1",
-            "NVIDIA_DRIVER_CAPABILITIES=graphics,utility",
-        ],
-    )
-    .unwrap();
-    let report = rt.run_ok(&graphics);
-    assert_nodes(
-        &report,
-        &["/dev/dri/card2", "/dev/dri/renderD130"],
-        &["/dev/dri/card1", "/dev/dri/renderD129"],
-    );
-    assert_opens(&report, 2);
-    let bus = d.bus_id(1);
-    assert_eq!(
-        report.lines("bypath"),
-        [
-            format!("pci-{bus}-card ../card2"),
-            format!("pci-{bus}-render ../renderD130")
-        ]
-    );
-    let gids: Vec<&str> = report.out("gids").split_whitespace().collect();
-    assert!(
-        gids.contains(&"44") && gids.contains(&"109"),
-        "id -G: {gids:?}"
-    );
-    rt.assert_clean(&graphics);
+    // `display` alone is graphics plus `nvidia-modeset` (README, NVIDIA_DRIVER_CAPABILITIES).
+    for (capabilities, modeset) in [("graphics,utility", false), ("display", true)] {
+        let env = format!("NVIDIA_DRIVER_CAPABILITIES={capabilities}");
+        let graphics = gpu_bundle(
+            &rt,
+            &probes(
+                &["/dev/dri/card2", "/dev/dri/renderD130"],
+                &[(
+                    "bypath",
+                    "cd /dev/dri/by-path && for l in *; do echo \"$l $(readlink $l)\"; done",
+                )],
+            ),
+            &["NVIDIA_VISIBLE_DEVICES=1", &env],
+        )
+        .unwrap();
+        let report = rt.run_ok(&graphics);
+        let (with, without) = if modeset {
+            (vec!["/dev/nvidia-modeset"], vec![])
+        } else {
+            (vec![], vec!["/dev/nvidia-modeset"])
+        };
+        assert_nodes(
+            &report,
+            &[&["/dev/dri/card2", "/dev/dri/renderD130"][..], &with].concat(),
+            &[&["/dev/dri/card1", "/dev/dri/renderD129"][..], &without].concat(),
+        );
+        assert_opens(&report, 2);
+        let bus = d.bus_id(1);
+        assert_eq!(
+            report.lines("bypath"),
+            [
+                format!("pci-{bus}-card ../card2"),
+                format!("pci-{bus}-render ../renderD130")
+            ],
+            "{capabilities}"
+        );
+        let gids: Vec<&str> = report.out("gids").split_whitespace().collect();
+        assert!(
+            gids.contains(&"44") && gids.contains(&"109"),
+            "{capabilities}: id -G: {gids:?}"
+        );
+        rt.assert_clean(&graphics);
+    }
     let compute = bundle(&rt, &[], &["NVIDIA_VISIBLE_DEVICES=1"]);
     let report = rt.run_ok(&compute);
     assert!(!report.out("nodes").contains("/dev/dri"), "{}", report.raw);

@@ -491,6 +491,36 @@ mod tests {
     }
 
     #[test]
+    fn another_runtime_name_is_used_for_the_handler_runtime_and_default() {
+        let named = Registration {
+            name: "gpu-custom".into(),
+            ..registration(true)
+        };
+        let path = Path::new("/etc/e");
+        let new = edit_containerd("", path, &named).unwrap();
+        let parsed: DocumentMut = new.parse().unwrap();
+        let cri = &parsed["plugins"][CRI_PLUGIN]["containerd"];
+        assert_eq!(cri["default_runtime_name"].as_str(), Some("gpu-custom"));
+        let handler = &cri["runtimes"]["gpu-custom"];
+        assert_eq!(handler["runtime_type"].as_str(), Some(RUNC_V2), "{new}");
+        assert_eq!(
+            handler["options"]["BinaryName"].as_str(),
+            Some("/usr/local/bin/gpu-youki")
+        );
+        assert!(cri["runtimes"].get("gpu-youki").is_none(), "{new}");
+        assert_eq!(edit_containerd(&new, path, &named).unwrap(), new);
+
+        let new = edit_docker("", path, &named).unwrap();
+        let parsed: Value = serde_json::from_str(&new).unwrap();
+        assert_eq!(parsed["default-runtime"], "gpu-custom");
+        assert_eq!(
+            parsed["runtimes"],
+            serde_json::json!({ "gpu-custom": { "path": "/usr/local/bin/gpu-youki" } })
+        );
+        assert_eq!(edit_docker(&new, path, &named).unwrap(), new);
+    }
+
+    #[test]
     fn docker_errors_name_the_file() {
         for (text, expected) in [
             ("{", "cannot parse /etc/d.json as JSON"),
