@@ -5,7 +5,9 @@
 //! small files and directory listings, except for the installed files, which a container start
 //! takes from [`crate::file_cache`] while the driver is unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -460,7 +462,7 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
         let entry = entry?;
         let bus_id = entry.file_name().to_string_lossy().into_owned();
         let info_path = entry.path().join("information");
-        let text = std::fs::read_to_string(&info_path)
+        let text = read_proc_file(&info_path)
             .with_context(|| format!("cannot read {}", info_path.display()))?;
         let info = procfs::parse_gpu_information(&text)
             .with_context(|| format!("invalid {}", info_path.display()))?;
@@ -469,6 +471,7 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
         }
     }
     found.sort_by_key(|(_, info)| info.bus_location);
+    let drm_links = drm_link_names(dev)?;
     found
         .into_iter()
         .enumerate()
@@ -485,7 +488,7 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
                     .map(|u| u.to_ascii_lowercase().replacen("gpu-", "GPU-", 1)),
                 bus_id,
                 pci: info.bus_location,
-                drm: read_drm_nodes(dev, &info.bus_location)?,
+                drm: read_drm_nodes(dev, &info.bus_location, &drm_links)?,
                 model: info.model,
                 device,
             })
@@ -612,10 +615,18 @@ fn read_imex_channels(dev: &Path, major: Option<u32>) -> Result<Vec<DeviceNode>>
 }
 
 /// The GPU's DRM nodes through udev's by-path links (`../card1`, `../renderD129`).
-fn read_drm_nodes(dev: &Path, bus: &PciBusId) -> Result<Vec<DeviceNode>> {
+fn read_drm_nodes(
+    dev: &Path,
+    bus: &PciBusId,
+    link_names: &HashSet<OsString>,
+) -> Result<Vec<DeviceNode>> {
     let mut nodes = Vec::new();
     for kind in ["card", "render"] {
-        let link = dev.join(format!("dri/by-path/pci-{}-{kind}", bus.proc_dir_name()));
+        let name = format!("pci-{}-{kind}", bus.proc_dir_name());
+        if !link_names.contains(OsStr::new(&name)) {
+            continue;
+        }
+        let link = dev.join("dri/by-path").join(name);
         let target = match std::fs::read_link(&link) {
             Ok(target) => target,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
@@ -632,6 +643,31 @@ fn read_drm_nodes(dev: &Path, bus: &PciBusId) -> Result<Vec<DeviceNode>> {
         nodes.push(node);
     }
     Ok(nodes)
+}
+
+/// The names in `<dev>/dri/by-path`, listed once rather than probed twice per GPU (none
+/// when the host has no DRM nodes).
+fn drm_link_names(dev: &Path) -> Result<HashSet<OsString>> {
+    let dir = dev.join("dri/by-path");
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|entry| Ok(entry?.file_name()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("cannot list {}", dir.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(err) => Err(err).with_context(|| format!("cannot list {}", dir.display())),
+    }
+}
+
+/// A small procfs file's text, read without the `statx` and `lseek` that `fs::read_to_string`
+/// makes for a size that procfs does not report: two syscalls fewer per GPU.
+fn read_proc_file(path: &Path) -> std::io::Result<String> {
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(path)?
+        .by_ref()
+        .take(1 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The nodes of the feature-gated families under `<dev>` (reference §1.7).
