@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import select
 import signal
@@ -112,6 +113,12 @@ def wait(pid, timeout=60):
     _, status = os.waitpid(pid, 0)
     CURRENT_CHILD = None
     return os.waitstatus_to_exitcode(status)
+
+
+def children_cpu_ns():
+    """User + system CPU time of this script's reaped descendants so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)
 
 
 def run_timed(argv, env=None, out="/dev/null", timeout=60):
@@ -433,7 +440,9 @@ class Case:
         """create, start, wait for the init to exit, delete: the parts in ns. With debug_log,
         create logs its spans there (--debug); with rss_file, create runs under GNU time, which
         writes its peak RSS in KiB there (this script's own wait4 rusage cannot tell: a child
-        of a Python process starts with the parent's RSS as its high-water mark)."""
+        of a Python process starts with the parent's RSS as its high-water mark). "cpu" is the
+        CPU time (user + system) of every process of the cycle, the container's included: this
+        script is their subreaper and reaps them all before it returns."""
         cid = self.next_id()
         pid_file = os.path.join(STATE, "pid", cid)
         flags = ["--debug", "--log", debug_log, "--log-format", "text"] if debug_log else []
@@ -442,6 +451,7 @@ class Case:
         if rss_file:
             create = ["/usr/bin/time", "-f", "%M", "-o", rss_file] + create
         env = self.environ()
+        cpu0 = children_cpu_ns()
         t0 = time.perf_counter_ns()
         code = wait(spawn(create, env, self.out))
         t1 = time.perf_counter_ns()
@@ -460,7 +470,7 @@ class Case:
         os.unlink(pid_file)
         reap_orphans()
         return {"total": t4 - t0, "create": t1 - t0, "start": t2 - t1, "wait": t3 - t2,
-                "delete": t4 - t3}
+                "delete": t4 - t3, "cpu": children_cpu_ns() - cpu0}
 
     def run(self):
         """One `run` (foreground: it waits for the container and deletes it). None when it
@@ -909,7 +919,7 @@ def report(args, cases, ctr_cases, floor, items, samples, spans, rss, notes):
         row = {"case": case.name, "label": case.label, "runtime": getattr(case, "runtime", ""),
                "mode": mode, "stats": s}
         if mode == "cycle":
-            for part in ("create", "start", "wait", "delete"):
+            for part in ("create", "start", "wait", "delete", "cpu"):
                 row[f"{part}_median_ms"] = ms(statistics.median(d[part] for d in data))
             if case.name in rss:
                 row["create_maxrss_kib_median"] = statistics.median(rss[case.name])
@@ -978,23 +988,26 @@ def report(args, cases, ctr_cases, floor, items, samples, spans, rss, notes):
           f"{s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {ratio:>7} {rss_text:>7}")
     p("")
     p("cycle = create + start + wait for exit + delete; RSS = peak RSS of `create` (median, "
-      "GNU time, separate runs); "
+      "GNU time, separate runs); CPU = user + system time of all the cycle's processes; "
       "x runc = median / runc's median of the same mode (ctr: / ctr with runc)")
     p("")
-    p(f"{'cycle parts (medians, ms)':<40} {'create':>7} {'start':>7} {'wait':>7} {'delete':>7}")
+    p(f"{'cycle parts (medians, ms)':<40} {'create':>7} {'start':>7} {'wait':>7} {'delete':>7}"
+      f" {'CPU':>7}")
     for row in rows:
         if row["mode"] == "cycle":
             p(f"{row['label']:<40} {row['create_median_ms']:>7.2f} {row['start_median_ms']:>7.2f}"
-              f" {row['wait_median_ms']:>7.2f} {row['delete_median_ms']:>7.2f}")
+              f" {row['wait_median_ms']:>7.2f} {row['delete_median_ms']:>7.2f}"
+              f" {row['cpu_median_ms']:>7.2f}")
     p("")
     fl = by[(floor.name, "floor")]
     extra = med("gy-8-cu") - med("gy")
+    extra_cpu = by[("gy-8-cu", "cycle")]["cpu_median_ms"] - by[("gy", "cycle")]["cpu_median_ms"]
     stage = sum(r["busy_median_ms"] for r in span_rows if r["case"] == "gy-8-cu"
                 and r["span"] in ("gpu_stage", "mount_into_container"))
     p(f"floor (8 GPUs compute,utility): namespace {fl['ns_us_median'] / 1000:.3f} ms, mknod + "
       f"mounts {fl['work_us_median'] / 1000:.3f} ms (medians, measured inside the program)")
-    p(f"gpu-youki 8 GPUs compute,utility: cycle {extra:+.2f} ms over no GPU; spans gpu_stage + "
-      f"mount_into_container {stage:.3f} ms")
+    p(f"gpu-youki 8 GPUs compute,utility: cycle {extra:+.2f} ms (CPU {extra_cpu:+.2f} ms) over no "
+      f"GPU; spans gpu_stage + mount_into_container {stage:.3f} ms")
     p("")
     p("gpu-youki's spans (create with --debug, separate runs; medians, ms):")
     p(f"{'case':<12} {'span':<28} {'busy':>8} {'idle':>8} {'closes':>6}")
@@ -1025,11 +1038,11 @@ def report(args, cases, ctr_cases, floor, items, samples, spans, rss, notes):
                    "create_maxrss_kib": rss,
                    "samples": {f"{k[0]}/{k[1]}": v for k, v in samples.items()}}, f, indent=1)
     with open(os.path.join(out, "samples.csv"), "w") as f:
-        f.write("case,mode,round,total_ms,create_ms,start_ms,wait_ms,delete_ms\n")
+        f.write("case,mode,round,total_ms,create_ms,start_ms,wait_ms,delete_ms,cpu_ms\n")
         for (name, mode), data in samples.items():
             for d in data:
                 parts = [f"{ms(d[k]):.4f}" if k in d else ""
-                         for k in ("total", "create", "start", "wait", "delete")]
+                         for k in ("total", "create", "start", "wait", "delete", "cpu")]
                 f.write(f"{name},{mode},{d['round']},{','.join(parts)}\n")
     with open(os.path.join(out, "spans.csv"), "w") as f:
         f.write("case,span,n,busy_median_ms,idle_median_ms,closes_per_create\n")
