@@ -562,12 +562,12 @@ impl ProcViewMount {
         // The binds get their flags from one recursive `mount_setattr` once attached.
         let mut binds = Vec::new();
         for bus_id in &view.gpus {
-            let relative = Path::new("gpus").join(bus_id);
-            let tree = clone_tree(&view.host_dir.join(&relative), 0)?;
             anyhow::ensure!(
                 !bus_id.contains('/') && bus_id != "." && bus_id != "..",
                 "{bus_id:?} is not a GPU directory name"
             );
+            let relative = Path::new("gpus").join(bus_id);
+            let tree = clone_tree(&view.host_dir.join(&relative), 0)?;
             rustix::fs::mkdirat(&gpus, bus_id.as_str(), Mode::from_raw_mode(0o755)).with_context(
                 || format!("cannot create {} in the proc view", relative.display()),
             )?;
