@@ -452,16 +452,10 @@ impl HostInventory {
 /// GPUs from `gpus/*/information`, in bus order, excluded GPUs left out as NVML does.
 fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>> {
     let gpus_dir = proc_dir.join("gpus");
-    let entries = match std::fs::read_dir(&gpus_dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", gpus_dir.display())),
-    };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let bus_id = entry.file_name().to_string_lossy().into_owned();
-        let info_path = entry.path().join("information");
+    for name in entry_names(&gpus_dir)? {
+        let bus_id = name.to_string_lossy().into_owned();
+        let info_path = gpus_dir.join(&name).join("information");
         let text = read_proc_file(&info_path)
             .with_context(|| format!("cannot read {}", info_path.display()))?;
         let info = procfs::parse_gpu_information(&text)
@@ -538,15 +532,8 @@ fn mig_capability_node(
 
 /// The numbered entries `<prefix><N>` of a directory, by number; none if it does not exist.
 fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<u32>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
-    };
     let mut numbers = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        let name = entry.file_name();
+    for name in entry_names(dir)? {
         let number = name
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
@@ -648,13 +635,17 @@ fn read_drm_nodes(
 /// The names in `<dev>/dri/by-path`, listed once rather than probed twice per GPU (none
 /// when the host has no DRM nodes).
 fn drm_link_names(dev: &Path) -> Result<HashSet<OsString>> {
-    let dir = dev.join("dri/by-path");
-    match std::fs::read_dir(&dir) {
+    Ok(entry_names(&dev.join("dri/by-path"))?.into_iter().collect())
+}
+
+/// The names in the host directory `dir`, in directory order; none if it does not exist.
+fn entry_names(dir: &Path) -> Result<Vec<OsString>> {
+    match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|entry| Ok(entry?.file_name()))
             .collect::<std::io::Result<_>>()
             .with_context(|| format!("cannot list {}", dir.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(err).with_context(|| format!("cannot list {}", dir.display())),
     }
 }
