@@ -423,24 +423,19 @@ fn a_full_state_disk_fails_naming_the_file() {
     fs::create_dir_all(&rt.rt.root).unwrap();
     let bundle = probe_bundle(&rt);
     let rootfs = bundle.dir.join("rootfs");
-    // Fill the filesystem, beside the state root.
-    let filler = tmpfs.0.join("filler");
-    fill(&filler);
-
-    let baseline = Baseline::take(&bundle, &rootfs, &placed);
     let id = unique("full");
-    let output = rt.run(&["create", "--bundle", bundle.path(), &id]);
-    let _delete = rt.delete_on_drop(&id);
-    assert!(!output.status.success(), "create succeeded on a full disk");
     let shadow = rt.rt.root.join(format!(".bundle-{id}/config.json"));
-    assert!(
-        stderr(&output).contains(&format!("cannot write {}", shadow.display()))
-            && stderr(&output).contains("No space left on device"),
-        "create on a full disk did not name the file: {}",
-        stderr(&output)
+    let named = format!("cannot write {}", shadow.display());
+    create_on_a_full_disk(
+        &rt,
+        &bundle,
+        &rootfs,
+        &placed,
+        &tmpfs.0, // filled beside the state root
+        &id,
+        &named,
+        "full disk",
     );
-    let free = || fs::remove_file(&filler).unwrap();
-    recover(&rt, &bundle, &baseline, &id, None, free, "full disk");
 }
 
 /// The rootfs on a full filesystem: create fails naming the file it could not write there,
@@ -466,25 +461,46 @@ fn a_full_rootfs_disk_fails_naming_the_file() {
     assert!(copy.success(), "cp -a rootfs");
     bundle.config["root"]["path"] = json!(rootfs);
     bundle.save().unwrap();
-    let filler = tmpfs.0.join("filler");
-    fill(&filler);
-
-    let baseline = Baseline::take(&bundle, &rootfs, &placed);
     let id = unique("full-rootfs");
-    let output = rt.run(&["create", "--bundle", bundle.path(), &id]);
-    let _delete = rt.delete_on_drop(&id);
-    assert!(
-        !output.status.success(),
-        "create succeeded on a full rootfs"
+    let named = format!("in {}", rootfs.display());
+    create_on_a_full_disk(
+        &rt,
+        &bundle,
+        &rootfs,
+        &placed,
+        &tmpfs.0,
+        &id,
+        &named,
+        "full rootfs",
     );
+}
+
+/// Fills the filesystem mounted at `mount`, then creates `id`: the create must fail with
+/// ENOSPC and an error containing `named`; then frees the space and checks the recovery.
+#[allow(clippy::too_many_arguments)]
+fn create_on_a_full_disk(
+    rt: &GpuRuntime,
+    bundle: &Bundle,
+    rootfs: &Path,
+    placed: &BTreeMap<PathBuf, String>,
+    mount: &Path,
+    id: &str,
+    named: &str,
+    what: &str,
+) {
+    let filler = mount.join("filler");
+    fill(&filler);
+    let baseline = Baseline::take(bundle, rootfs, placed);
+    let output = rt.run(&["create", "--bundle", bundle.path(), id]);
+    let _delete = rt.delete_on_drop(id);
+    assert!(!output.status.success(), "create succeeded on a {what}");
     assert!(
-        stderr(&output).contains(&format!("in {}", rootfs.display()))
-            && stderr(&output).contains("No space left on device"),
-        "create on a full rootfs did not name the file: {}",
+        stderr(&output).contains(named) && stderr(&output).contains("No space left on device"),
+        "create on a {what} did not name the file: {}",
         stderr(&output)
     );
     let free = || fs::remove_file(&filler).unwrap();
-    recover(&rt, &bundle, &baseline, &id, None, free, "full rootfs");
+    recover(rt, bundle, &baseline, id, None, free, what);
 }
 
 /// Fills the filesystem of `path` with a file there.
