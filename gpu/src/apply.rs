@@ -1,13 +1,14 @@
 //! Carries a plan out, in three places and without running any program:
-//! 1. the spec: device nodes in `linux.devices` and allow rules in `linux.resources.devices`,
-//!    so libcontainer (and any cgroup manager) knows every device the container may use;
+//! 1. the spec: allow rules in `linux.resources.devices`, so libcontainer (and any cgroup
+//!    manager) knows every device the container may use (and the nodes in `linux.devices`
+//!    only where the container has no `/dev` tmpfs: [`DeviceNodes`]);
 //! 2. the rootfs, before the container is created: the ld.so.cache, the ld.so.conf.d drop-in,
 //!    SONAME links and empty mount targets, all through in-root path resolution;
 //! 3. the container's mount namespace, after libcontainer created the container and before it
-//!    starts: the driver files bound in (read-only, nosuid, nodev) and the `/proc/driver/nvidia`
-//!    view, from a thread that `setns`'d into that namespace. Mounts are attached with
-//!    `open_tree`/`move_mount` onto targets resolved inside the container's root, so an image's
-//!    symlinks can never redirect them onto host paths.
+//!    starts: the device nodes, the driver files bound in (read-only, nosuid, nodev) and the
+//!    `/proc/driver/nvidia` view, from a thread that `setns`'d into that namespace. Mounts are
+//!    attached with `open_tree`/`move_mount` onto targets resolved inside the container's root,
+//!    so an image's symlinks can never redirect them onto host paths.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,23 +29,51 @@ use crate::inventory::DeviceNode;
 use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
 
-/// Whether the spec puts the container in a new user namespace (nodes cannot be made there,
-/// so they are bound from the host instead).
-pub fn uses_user_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+/// How the plan's device nodes get into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceNodes {
+    /// Made by [`mount_into_container`] in the container's `/dev` tmpfs: a `mknodat` and a
+    /// `chownat` a node, where libcontainer walks the whole rootfs path several times (about
+    /// 50 µs a node).
+    Made,
+    /// Bound from the host by [`mount_into_container`]: nodes cannot be made in a user
+    /// namespace.
+    Bound,
+    /// Left to libcontainer in `linux.devices`: without a `/dev` tmpfs of its own, the
+    /// container's `/dev` is the image's, which a read-only rootfs closes before the mounts.
+    InSpec,
 }
 
-/// Adds the plan's devices to the spec: an allow rule each, and a node each unless the
-/// container has a user namespace (then [`mount_into_container`] binds the host nodes); and
-/// the plan's environment and additional groups to the process.
-pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
+impl DeviceNodes {
+    /// The way for `spec`: bound with a user namespace, made where `/dev` is a tmpfs.
+    pub fn for_spec(spec: &Spec) -> Self {
+        let user_namespace = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+        let dev_tmpfs = spec.mounts().iter().flatten().any(|m| {
+            m.destination()
+                .components()
+                .eq(Path::new("/dev").components())
+                && m.typ().as_deref() == Some("tmpfs")
+        });
+        match (user_namespace, dev_tmpfs) {
+            (true, _) => DeviceNodes::Bound,
+            (false, true) => DeviceNodes::Made,
+            (false, false) => DeviceNodes::InSpec,
+        }
+    }
+}
+
+/// Adds the plan's devices to the spec: an allow rule each, and a node each when `nodes` says
+/// libcontainer makes them (else a spec node at the same path is dropped, as
+/// [`mount_into_container`] makes it); and the plan's environment and additional groups to the
+/// process.
+pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan, nodes: DeviceNodes) -> Result<()> {
     edit_process(spec, plan);
     remove_nvidia_cdi_hooks(spec);
     pass_on_cdi_edits(spec, &plan.spec_edits)?;
-    let bind_devices = uses_user_namespace(spec);
     let linux = spec
         .linux_mut()
         .as_mut()
@@ -54,7 +83,7 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
         .as_ref()
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    let mut nodes = linux.devices().clone().unwrap_or_default();
+    let mut spec_nodes = linux.devices().clone().unwrap_or_default();
     for device in &plan.devices {
         rules.push(
             LinuxDeviceCgroupBuilder::default()
@@ -65,11 +94,11 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
                 .access("rwm")
                 .build()?,
         );
-        if bind_devices {
+        spec_nodes.retain(|n| n.path() != &device.path);
+        if nodes != DeviceNodes::InSpec {
             continue;
         }
-        nodes.retain(|n| n.path() != &device.path);
-        nodes.push(
+        spec_nodes.push(
             LinuxDeviceBuilder::default()
                 .path(device.path.clone())
                 .typ(LinuxDeviceType::C)
@@ -84,7 +113,7 @@ pub fn edit_spec(spec: &mut Spec, plan: &GpuPlan) -> Result<()> {
     let mut resources = linux.resources().clone().unwrap_or_default();
     resources.set_devices(Some(rules));
     linux.set_resources(Some(resources));
-    linux.set_devices(Some(nodes));
+    linux.set_devices(Some(spec_nodes));
     Ok(())
 }
 
@@ -323,15 +352,15 @@ struct Attachment {
     mode: u32,
 }
 
-/// Binds the plan's driver files, `extra` mounts (runtime-owned copies of covered files), the
-/// host device nodes (with a user namespace) and the `/proc/driver/nvidia` view into the mount
-/// namespace of the container whose init is `pid`, and makes the plan's `/dev` links there.
+/// Binds the plan's driver files, `extra` mounts (runtime-owned copies of covered files) and
+/// the `/proc/driver/nvidia` view into the mount namespace of the container whose init is
+/// `pid`, makes or binds the plan's device nodes there as `nodes` says, and its `/dev` links.
 #[tracing::instrument(level = "debug", name = "mount_into_container", skip_all)]
 pub fn mount_into_container(
     pid: i32,
     plan: &GpuPlan,
     extra: &[PlannedMount],
-    bind_devices: bool,
+    nodes: DeviceNodes,
 ) -> Result<()> {
     let mut attachments = Vec::new();
     for mount in plan.mounts.iter().chain(extra) {
@@ -352,7 +381,7 @@ pub fn mount_into_container(
             mode: target_mode(mount),
         });
     }
-    if bind_devices {
+    if nodes == DeviceNodes::Bound {
         for device in &plan.devices {
             attachments.push(device_attachment(device)?);
         }
@@ -378,7 +407,12 @@ pub fn mount_into_container(
                     Some(rustix::thread::LinkNameSpaceType::Mount),
                 )
                 .context("cannot enter the container's mount namespace")?;
+                // Nodes get exactly the host's permission bits.
+                rustix::process::umask(Mode::empty());
                 let root = FsRoot::open(Path::new("/"))?;
+                if nodes == DeviceNodes::Made {
+                    make_device_nodes(&root, &plan.devices)?;
+                }
                 for attachment in &attachments {
                     attach(&root, attachment)?;
                 }
@@ -388,6 +422,26 @@ pub fn mount_into_container(
             .join()
             .map_err(|_| anyhow!("the mount thread panicked"))?
     })
+}
+
+/// Makes the device nodes in the container, each directory opened once for the nodes in it.
+fn make_device_nodes(root: &FsRoot, devices: &[DeviceNode]) -> Result<()> {
+    let mut open: Option<(&Path, OwnedFd)> = None;
+    for device in devices {
+        let (parent, name) = crate::fsroot::split(&device.path)?;
+        let dir = match open.take() {
+            Some((path, dir)) if path == parent => dir,
+            _ => root.create_dir_all(parent)?,
+        };
+        root.make_char_device(
+            (&dir, name, &device.path),
+            (device.major, device.minor),
+            device.mode,
+            device.gid,
+        )?;
+        open = Some((parent, dir));
+    }
+    Ok(())
 }
 
 /// The plan's links under `/dev` (DRM by-path links) and the modes of its `chmod` hooks, made
@@ -674,5 +728,99 @@ mod tests {
             process.user().additional_gids().as_deref().unwrap(),
             [44, 109]
         );
+    }
+
+    fn node(path: &str, minor: u32) -> DeviceNode {
+        DeviceNode {
+            path: PathBuf::from(path),
+            host_path: PathBuf::from(path),
+            major: 195,
+            minor,
+            mode: 0o666,
+            gid: 0,
+        }
+    }
+
+    /// The default spec (`/dev` a tmpfs) with `/dev/nvidia0` already among its nodes.
+    fn spec_with_nvidia0() -> Spec {
+        let mut spec = Spec::default();
+        let linux = spec.linux_mut().as_mut().unwrap();
+        linux.set_devices(Some(vec![LinuxDeviceBuilder::default()
+            .path("/dev/nvidia0")
+            .typ(LinuxDeviceType::C)
+            .major(195)
+            .minor(0)
+            .build()
+            .unwrap()]));
+        spec
+    }
+
+    #[test]
+    fn device_nodes_are_made_bound_or_left_to_libcontainer_by_the_spec() {
+        let mut spec = Spec::default();
+        assert_eq!(DeviceNodes::for_spec(&spec), DeviceNodes::Made);
+        let mut namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        namespaces.push(
+            oci_spec::runtime::LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()
+                .unwrap(),
+        );
+        spec.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_namespaces(Some(namespaces));
+        assert_eq!(DeviceNodes::for_spec(&spec), DeviceNodes::Bound);
+        let mut spec = Spec::default();
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.retain(|m| m.destination() != Path::new("/dev"));
+        spec.set_mounts(Some(mounts));
+        assert_eq!(DeviceNodes::for_spec(&spec), DeviceNodes::InSpec);
+    }
+
+    #[test]
+    fn every_device_gets_a_rule_and_a_spec_node_only_when_libcontainer_makes_it() {
+        let plan = GpuPlan {
+            devices: vec![node("/dev/nvidiactl", 255), node("/dev/nvidia0", 0)],
+            ..GpuPlan::default()
+        };
+        for (nodes, in_spec) in [
+            (DeviceNodes::Made, false),
+            (DeviceNodes::Bound, false),
+            (DeviceNodes::InSpec, true),
+        ] {
+            let mut spec = spec_with_nvidia0();
+            edit_spec(&mut spec, &plan, nodes).unwrap();
+            let linux = spec.linux().as_ref().unwrap();
+            let rules = linux
+                .resources()
+                .as_ref()
+                .unwrap()
+                .devices()
+                .clone()
+                .unwrap();
+            let allowed: Vec<_> = rules
+                .iter()
+                .filter(|r| r.allow())
+                .map(|r| (r.major(), r.minor()))
+                .collect();
+            assert!(
+                allowed.ends_with(&[(Some(195), Some(255)), (Some(195), Some(0))]),
+                "{nodes:?}: {allowed:?}"
+            );
+            let paths: Vec<_> = linux
+                .devices()
+                .iter()
+                .flatten()
+                .map(|d| d.path().clone())
+                .collect();
+            // The spec's own `/dev/nvidia0` goes either way: the plan's node replaces it.
+            let expected: Vec<PathBuf> = if in_spec {
+                vec!["/dev/nvidiactl".into(), "/dev/nvidia0".into()]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(paths, expected, "{nodes:?}");
+        }
     }
 }

@@ -365,6 +365,58 @@ impl FsRoot {
         }
     }
 
+    /// Makes a character device node `major:minor` named `name` in `dir` (a directory of this
+    /// root, from [`FsRoot::create_dir_all`]; `path` names the node in messages), owned by root
+    /// and group `gid`, with permission bits `mode` (less the umask). A node already there is
+    /// kept if it is the same device, and refused otherwise.
+    pub fn make_char_device(
+        &self,
+        (dir, name, path): (&OwnedFd, &OsStr, &Path),
+        (major, minor): (u32, u32),
+        mode: u32,
+        gid: u32,
+    ) -> Result<()> {
+        let device = rustix::fs::makedev(major, minor);
+        match rustix::fs::mknodat(
+            dir,
+            name,
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(mode),
+            device,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                let is_char = rustix::fs::FileType::from_raw_mode(existing.st_mode)
+                    == rustix::fs::FileType::CharacterDevice;
+                anyhow::ensure!(
+                    is_char && existing.st_rdev == device,
+                    "{} in {} exists and is not device {major}:{minor}",
+                    path.display(),
+                    self.path.display()
+                );
+                return Ok(());
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "cannot make device node {} in {}",
+                        path.display(),
+                        self.path.display()
+                    )
+                })
+            }
+        }
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::ROOT),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("cannot chown {} in {}", path.display(), self.path.display()))
+    }
+
     /// Creates an empty regular file with permission bits `mode` at `path` (a mount target)
     /// unless something is there. A dangling symlink at `path` is followed as the container
     /// would: its target is created inside the root.
@@ -409,7 +461,7 @@ impl FsRoot {
 }
 
 /// Splits `path` into its parent directory and last component.
-fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+pub fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => Ok((parent, name)),
         _ => bail!("{} has no file name", path.display()),

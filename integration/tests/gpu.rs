@@ -741,6 +741,25 @@ fn read_only_root_gets_the_driver() {
     rt.assert_clean(&bundle);
 }
 
+/// A spec without a `/dev` tmpfs, so the container's `/dev` is the image's and a read-only
+/// root closes it before gpu-youki's own step: libcontainer makes the GPU nodes from
+/// `linux.devices`, as it makes the default ones.
+#[test]
+fn a_spec_without_a_dev_tmpfs_gets_its_nodes_from_libcontainer() {
+    let f = fixtures();
+    let rt = GpuRuntime::new(&f.fake2);
+    let mut bundle = inspect_bundle(&rt, &["NVIDIA_VISIBLE_DEVICES=1"]);
+    bundle.config["root"]["readonly"] = json!(true);
+    bundle.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| !m["destination"].as_str().unwrap().starts_with("/dev"));
+    bundle.save().unwrap();
+    let report = rt.run_ok(&bundle);
+    assert_sees_gpus(&report, &f.fake2, &[1]);
+    assert_eq!(rt.shadow_dirs(), Vec::<PathBuf>::new());
+}
+
 /// An image without /etc: gpu-youki creates the cache and the drop-in. Without
 /// /etc/debian_version the library directory is /usr/lib64 (the toolkit's choice).
 #[test]

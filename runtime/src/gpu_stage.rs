@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use gpu::apply;
+use gpu::apply::{self, DeviceNodes};
 use gpu::cdi::compile;
 use gpu::cdi::hooks::is_nvidia_hook;
 use gpu::cdi::registry::Registry;
@@ -40,7 +40,8 @@ pub const DRIVER_FILE_CACHE: &str = "/run/gpu-youki-cache";
 pub struct GpuStage {
     /// `None` when the container asks for no GPU but an engine's GPU hook had to be left out.
     plan: Option<GpuPlan>,
-    bind_devices: bool,
+    /// How the plan's device nodes get into the container.
+    nodes: DeviceNodes,
     /// Plan files a spec mount covers, bound from runtime-owned copies after create.
     covered: Vec<PlannedFile>,
     shadow: ShadowBundle,
@@ -319,7 +320,7 @@ impl GpuStage {
             return Self::without_gpu(spec, effective, bundle, state_root, id);
         };
         fault::point("plan")?;
-        let bind_devices = apply::uses_user_namespace(spec);
+        let nodes = DeviceNodes::for_spec(spec);
         // A rootfs that cannot be written gets a writable overlay owned by gpu-youki.
         let rootfs = if read_only_filesystem(rootfs.path())? {
             FsRoot::open(&mount_rootfs_overlay(state_root, id, rootfs.path())?)?
@@ -327,7 +328,7 @@ impl GpuStage {
             rootfs
         };
         fault::point("rootfs-overlay")?;
-        apply::edit_spec(&mut effective, &plan)?;
+        apply::edit_spec(&mut effective, &plan, nodes)?;
         fault::point("edit-spec")?;
         absolutise(&mut effective, bundle, rootfs.path());
         apply::prepare_rootfs(&rootfs, &plan)?;
@@ -348,7 +349,7 @@ impl GpuStage {
             .collect();
         Ok(Some(GpuStage {
             plan: Some(plan),
-            bind_devices,
+            nodes,
             covered,
             shadow,
         }))
@@ -369,7 +370,7 @@ impl GpuStage {
         absolutise(&mut effective, bundle, &rootfs_of(spec, bundle)?);
         Ok(Some(GpuStage {
             plan: None,
-            bind_devices: false,
+            nodes: DeviceNodes::InSpec,
             covered: Vec::new(),
             shadow: ShadowBundle::write(state_root, id, &effective)?,
         }))
@@ -405,7 +406,7 @@ impl GpuStage {
             });
         }
         if let Some(plan) = &self.plan {
-            apply::mount_into_container(pid.as_raw(), plan, &extra, self.bind_devices)?;
+            apply::mount_into_container(pid.as_raw(), plan, &extra, self.nodes)?;
             fault::point("mount")?;
         }
         fs::rename(
