@@ -8,6 +8,7 @@
 //! out of the effective spec, so that they never run, whether or not a GPU is asked for.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -416,9 +417,23 @@ impl GpuStage {
         .context("cannot keep the effective spec in the container's state")?;
         container.state.bundle = user_bundle.to_path_buf();
         fault::point("state-save")?;
-        container.save()?;
-        Ok(())
+        rewrite_state(container)
     }
+}
+
+/// Writes the container's state over its state file, in place. libcontainer's `save` truncates
+/// the file to nothing first, which on a disk-backed `/run` (ext4 mounted with `discard`, as on
+/// this project's VMs) frees and reallocates its block: 0.1–0.3 ms of every GPU create there.
+fn rewrite_state(container: &Container) -> Result<()> {
+    let path = libcontainer::container::State::file_path(&container.root);
+    let json = serde_json::to_vec(&container.state)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(&json)
+        .and_then(|()| file.set_len(json.len() as u64))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read_only_filesystem(path: &Path) -> Result<bool> {
