@@ -4,8 +4,10 @@
 Every case starts a container whose process is `true`, the way containerd does it: `create`,
 `start`, wait for the container's init to exit (this process is a child subreaper, as the shim
 is, so it reaps the init itself), `delete`; and the same with one `run`. Cases are interleaved
-round by round (A B C … then … C B A) so that the machine's drift hits all of them alike; the
-first rounds are warm-up and are not counted. Also measured: `ctr run --rm` through a private
+round by round, each round in a new random order (seeded, so a run can be repeated): the
+machine's drift hits all of them alike, and no case always follows the same neighbour (whose
+teardown, finishing in the kernel after it returns, would slow it every time); the first rounds
+are warm-up and are not counted. Also measured: `ctr run --rm` through a private
 containerd; in separate interleaved phases, so that they never slow the timed cycles, the
 peak RSS of `create` (under GNU time) and gpu-youki's own tracing spans (`--debug`); and a floor: the GPU plan's device nodes and bind mounts made with bare
 syscalls by scripts/bench.d/floor.c.
@@ -24,6 +26,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -60,6 +63,14 @@ RUN_TIMEOUT = 10
 
 # The child being waited for, so that an interrupted wait can still be finished at cleanup.
 CURRENT_CHILD = None
+
+
+def shuffled(items, round_number):
+    """`items` in round `round_number`'s order: a permutation seeded by the round, the same in
+    every run, so that no case always follows the same neighbour."""
+    order = list(items)
+    random.Random(round_number).shuffle(order)
+    return order
 
 
 def log(msg):
@@ -840,8 +851,7 @@ def bench(args, fakes, runtimes):
     started = time.monotonic()
     hung = {}
     for r in range(rounds):
-        order = items if r % 2 == 0 else items[::-1]
-        for case, mode, measure in order:
+        for case, mode, measure in shuffled(items, r):
             sample = measure()
             if sample is None:
                 hung[(case.name, mode)] = hung.get((case.name, mode), 0) + 1
@@ -861,7 +871,7 @@ def bench(args, fakes, runtimes):
         log(f"{title}: {len(chosen)} cases x {args.runs} runs")
         kept = {n: [] for n in names}
         for r in range(args.warmup + args.runs):
-            for case in chosen if r % 2 == 0 else chosen[::-1]:
+            for case in shuffled(chosen, r):
                 value = measure(case)
                 if r >= args.warmup:
                     kept[case.name].append(value)
