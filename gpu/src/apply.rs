@@ -411,7 +411,14 @@ pub fn mount_into_container(
                 rustix::process::umask(Mode::empty());
                 let root = FsRoot::open(Path::new("/"))?;
                 if nodes == DeviceNodes::Made {
-                    make_device_nodes(&root, &plan.devices)?;
+                    for device in &plan.devices {
+                        root.make_char_device(
+                            &device.path,
+                            (device.major, device.minor),
+                            device.mode,
+                            device.gid,
+                        )?;
+                    }
                 }
                 for attachment in &attachments {
                     attach(&root, attachment)?;
@@ -422,26 +429,6 @@ pub fn mount_into_container(
             .join()
             .map_err(|_| anyhow!("the mount thread panicked"))?
     })
-}
-
-/// Makes the device nodes in the container, each directory opened once for the nodes in it.
-fn make_device_nodes(root: &FsRoot, devices: &[DeviceNode]) -> Result<()> {
-    let mut open: Option<(&Path, OwnedFd)> = None;
-    for device in devices {
-        let (parent, name) = crate::fsroot::split(&device.path)?;
-        let dir = match open.take() {
-            Some((path, dir)) if path == parent => dir,
-            _ => root.create_dir_all(parent)?,
-        };
-        root.make_char_device(
-            (&dir, name, &device.path),
-            (device.major, device.minor),
-            device.mode,
-            device.gid,
-        )?;
-        open = Some((parent, dir));
-    }
-    Ok(())
 }
 
 /// The plan's links under `/dev` (DRM by-path links) and the modes of its `chmod` hooks, made

@@ -365,20 +365,22 @@ impl FsRoot {
         }
     }
 
-    /// Makes a character device node `major:minor` named `name` in `dir` (a directory of this
-    /// root, from [`FsRoot::create_dir_all`]; `path` names the node in messages), owned by root
-    /// and group `gid`, with permission bits `mode` (less the umask). A node already there is
-    /// kept if it is the same device, and refused otherwise.
+    /// Makes a character device node `major:minor` at `path`, owned by root and group `gid`,
+    /// with permission bits `mode` (less the umask); the parent directory is resolved inside the
+    /// root and created when missing. A node already there is kept if it is the same device,
+    /// and refused otherwise.
     pub fn make_char_device(
         &self,
-        (dir, name, path): (&OwnedFd, &OsStr, &Path),
+        path: &Path,
         (major, minor): (u32, u32),
         mode: u32,
         gid: u32,
     ) -> Result<()> {
+        let (parent, name) = split(path)?;
+        let dir = self.create_dir_all(parent)?;
         let device = rustix::fs::makedev(major, minor);
         match rustix::fs::mknodat(
-            dir,
+            &dir,
             name,
             rustix::fs::FileType::CharacterDevice,
             Mode::from_raw_mode(mode),
@@ -386,7 +388,7 @@ impl FsRoot {
         ) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
-                let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                let existing = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
                 let is_char = rustix::fs::FileType::from_raw_mode(existing.st_mode)
                     == rustix::fs::FileType::CharacterDevice;
                 anyhow::ensure!(
@@ -408,7 +410,7 @@ impl FsRoot {
             }
         }
         rustix::fs::chownat(
-            dir,
+            &dir,
             name,
             Some(rustix::fs::Uid::ROOT),
             Some(rustix::fs::Gid::from_raw(gid)),
@@ -461,7 +463,7 @@ impl FsRoot {
 }
 
 /// Splits `path` into its parent directory and last component.
-pub fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => Ok((parent, name)),
         _ => bail!("{} has no file name", path.display()),
