@@ -39,10 +39,9 @@ pub const DRIVER_FILE_CACHE: &str = "/run/gpu-youki-cache";
 
 /// A GPU container being created: its plan and the shadow bundle libcontainer builds from.
 pub struct GpuStage {
-    /// `None` when the container asks for no GPU but an engine's GPU hook had to be left out.
-    plan: Option<GpuPlan>,
-    /// How the plan's device nodes get into the container.
-    nodes: DeviceNodes,
+    /// The plan, and how its device nodes get into the container; `None` when the container
+    /// asks for no GPU but an engine's GPU hook had to be left out.
+    plan: Option<(GpuPlan, DeviceNodes)>,
     /// Plan files a spec mount covers, bound from runtime-owned copies after create.
     covered: Vec<PlannedFile>,
     shadow: ShadowBundle,
@@ -349,8 +348,7 @@ impl GpuStage {
             .cloned()
             .collect();
         Ok(Some(GpuStage {
-            plan: Some(plan),
-            nodes,
+            plan: Some((plan, nodes)),
             covered,
             shadow,
         }))
@@ -371,7 +369,6 @@ impl GpuStage {
         absolutise(&mut effective, bundle, &rootfs_of(spec, bundle)?);
         Ok(Some(GpuStage {
             plan: None,
-            nodes: DeviceNodes::InSpec,
             covered: Vec::new(),
             shadow: ShadowBundle::write(state_root, id, &effective)?,
         }))
@@ -406,8 +403,8 @@ impl GpuStage {
                 options: None,
             });
         }
-        if let Some(plan) = &self.plan {
-            apply::mount_into_container(pid.as_raw(), plan, &extra, self.nodes)?;
+        if let Some((plan, nodes)) = &self.plan {
+            apply::mount_into_container(pid.as_raw(), plan, &extra, *nodes)?;
             fault::point("mount")?;
         }
         fs::rename(
