@@ -11,6 +11,7 @@
 //!    so an image's symlinks can never redirect them onto host paths.
 
 use std::ffi::CStr;
+use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,7 @@ use rustix::mount::{
 };
 
 use crate::fsroot::FsRoot;
-use crate::inventory::DeviceNode;
+use crate::inventory::{entry_names, DeviceNode};
 use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
 
@@ -583,9 +584,21 @@ impl ProcViewMount {
             (PathBuf::from("/proc/driver"), PathBuf::from("nvidia"))
         };
         let content = FsRoot::from_fd(tmpfs.try_clone()?, Path::new("<proc view tmpfs>"));
+        let nvidia = content.create_dir_all(&Path::new("/").join(&nvidia_dir))?;
+        // Straight into the new, empty tmpfs: nothing there to replace or to race with.
+        let create = |name: &str, content: &[u8]| -> Result<()> {
+            let fd = rustix::fs::openat(
+                &nvidia,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )?;
+            std::fs::File::from(fd).write_all(content)?;
+            Ok(())
+        };
         for name in ["version", "registry", "params"] {
             let host = view.host_dir.join(name);
-            let Ok(text) = std::fs::read_to_string(&host) else {
+            let Ok(text) = procfs::read_file(&host) else {
                 continue;
             };
             let text = if name == "params" {
@@ -593,16 +606,29 @@ impl ProcViewMount {
             } else {
                 text
             };
-            content.write_file(
-                &Path::new("/").join(&nvidia_dir).join(name),
-                text.as_bytes(),
-            )?;
+            create(name, text.as_bytes())
+                .with_context(|| format!("cannot write {name} in the proc view"))?;
         }
         // `gpus/` exists even when no GPU is granted (`none`), as on a host with no GPU.
-        let gpus = content.create_dir_all(&Path::new("/").join(&nvidia_dir).join("gpus"))?;
+        rustix::fs::mkdirat(&nvidia, "gpus", Mode::from_raw_mode(0o755))
+            .context("cannot create gpus in the proc view")?;
+        let gpus = rustix::fs::openat(
+            &nvidia,
+            "gpus",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .context("cannot open gpus in the proc view")?;
         // The binds get their flags from one recursive `mount_setattr` once attached.
         let mut binds = Vec::new();
-        for bus_id in &view.gpus {
+        let host_gpus = view.host_dir.join("gpus");
+        let per_gpu = if grants_every_entry(&view.gpus, entry_names(&host_gpus)?) {
+            binds.push((PathBuf::from("gpus"), clone_tree(&host_gpus, 0)?, true));
+            &[][..]
+        } else {
+            &view.gpus[..]
+        };
+        for bus_id in per_gpu {
             anyhow::ensure!(
                 !bus_id.contains('/') && bus_id != "." && bus_id != "..",
                 "{bus_id:?} is not a GPU directory name"
@@ -678,6 +704,19 @@ impl ProcViewMount {
         )
         .context("cannot make the /proc/driver/nvidia view read-only")
     }
+}
+
+/// Whether the granted GPU directories are every entry of the host's `gpus/` (and there is
+/// one): the view then binds that directory once, one mount instead of one per GPU, with the
+/// same entries. A GPU the driver adds later shows up in the view too, as it would in the
+/// toolkit's (which hides only the GPUs not granted); its node and cgroup rule stay out.
+fn grants_every_entry(granted: &[String], mut host_entries: Vec<std::ffi::OsString>) -> bool {
+    let mut granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+    granted.sort_unstable();
+    host_entries.sort_unstable();
+    !granted.is_empty()
+        && granted.len() == host_entries.len()
+        && granted.iter().zip(&host_entries).all(|(g, h)| h == g)
 }
 
 #[cfg(test)]
@@ -809,5 +848,26 @@ mod tests {
             };
             assert_eq!(paths, expected, "{nodes:?}");
         }
+    }
+
+    #[test]
+    fn the_gpus_directory_is_bound_whole_only_when_every_entry_is_granted() {
+        let host = |names: &[&str]| names.iter().map(Into::into).collect::<Vec<_>>();
+        let granted = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let two = ["0000:01:00.0", "0000:02:00.0"];
+        // Every GPU, in either order.
+        assert!(grants_every_entry(&granted(&two), host(&two)));
+        assert!(grants_every_entry(
+            &granted(&["0000:02:00.0", "0000:01:00.0"]),
+            host(&two)
+        ));
+        // A subset, another GPU of the same count, none, and a host without GPUs.
+        assert!(!grants_every_entry(&granted(&two[..1]), host(&two)));
+        assert!(!grants_every_entry(
+            &granted(&["0000:01:00.0", "0000:03:00.0"]),
+            host(&two)
+        ));
+        assert!(!grants_every_entry(&[], host(&two)));
+        assert!(!grants_every_entry(&[], host(&[])));
     }
 }

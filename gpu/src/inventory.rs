@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -456,7 +455,7 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
     for name in entry_names(&gpus_dir)? {
         let bus_id = name.to_string_lossy().into_owned();
         let info_path = gpus_dir.join(&name).join("information");
-        let text = read_proc_file(&info_path)
+        let text = procfs::read_file(&info_path)
             .with_context(|| format!("cannot read {}", info_path.display()))?;
         let info = procfs::parse_gpu_information(&text)
             .with_context(|| format!("invalid {}", info_path.display()))?;
@@ -639,7 +638,7 @@ fn drm_link_names(dev: &Path) -> Result<HashSet<OsString>> {
 }
 
 /// The names in the host directory `dir`, in directory order; none if it does not exist.
-fn entry_names(dir: &Path) -> Result<Vec<OsString>> {
+pub(crate) fn entry_names(dir: &Path) -> Result<Vec<OsString>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|entry| Ok(entry?.file_name()))
@@ -648,17 +647,6 @@ fn entry_names(dir: &Path) -> Result<Vec<OsString>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(err).with_context(|| format!("cannot list {}", dir.display())),
     }
-}
-
-/// A small procfs file's text, read without the `statx` and `lseek` that `fs::read_to_string`
-/// makes for a size that procfs does not report: two syscalls fewer per GPU.
-fn read_proc_file(path: &Path) -> std::io::Result<String> {
-    let mut text = String::with_capacity(4096);
-    std::fs::File::open(path)?
-        .by_ref()
-        .take(1 << 20)
-        .read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// The nodes of the feature-gated families under `<dev>` (reference §1.7).

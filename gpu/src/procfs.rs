@@ -7,11 +7,23 @@
 //! that adds fields keeps working; lines they need must be well formed.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use crate::pci::PciBusId;
+
+/// A small procfs file's text, read without the `statx` and `lseek` that `fs::read_to_string`
+/// makes for a size that procfs does not report: two syscalls fewer a file.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(path)?
+        .take(1 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
 
 /// `Key: value` pairs of a procfs file, split at the first colon and trimmed; lines without a
 /// colon are skipped.
