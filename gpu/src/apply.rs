@@ -26,7 +26,7 @@ use rustix::mount::{
     FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
 };
 
-use crate::fsroot::FsRoot;
+use crate::fsroot::{CharDevice, FsRoot};
 use crate::inventory::{entry_names, DeviceNode};
 use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
@@ -399,14 +399,12 @@ pub fn mount_into_container(
     let _inside = InMountNamespace::enter(namespace.as_fd())?;
     let root = FsRoot::open(Path::new("/"))?;
     if nodes == DeviceNodes::Made {
-        for device in &plan.devices {
-            root.make_char_device(
-                &device.path,
-                (device.major, device.minor),
-                device.mode,
-                device.gid,
-            )?;
-        }
+        root.make_char_devices(plan.devices.iter().map(|device| CharDevice {
+            path: &device.path,
+            numbers: (device.major, device.minor),
+            mode: device.mode,
+            gid: device.gid,
+        }))?;
     }
     for attachment in &attachments {
         attach(&root, attachment)?;

@@ -365,36 +365,46 @@ impl FsRoot {
         }
     }
 
-    /// Makes a character device node `major:minor` at `path`, owned by root and group `gid`,
-    /// with permission bits `mode` (less the umask); the parent directory is resolved inside the
-    /// root and created when missing. A node already there is kept if it is the same device,
-    /// and refused otherwise.
-    pub fn make_char_device(
+    /// Makes character device nodes, each owned by root and its group, with its permission
+    /// bits (less the umask); parent directories are resolved inside the root and created when
+    /// missing, each opened once for a run of nodes in it. A node already there is kept if it
+    /// is the same device, and refused otherwise.
+    pub fn make_char_devices<'a>(
         &self,
-        path: &Path,
-        (major, minor): (u32, u32),
-        mode: u32,
-        gid: u32,
+        devices: impl IntoIterator<Item = CharDevice<'a>>,
     ) -> Result<()> {
-        let (parent, name) = split(path)?;
-        let dir = self.create_dir_all(parent)?;
+        let mut open: Option<(&Path, OwnedFd)> = None;
+        for device in devices {
+            let (parent, name) = split(device.path)?;
+            let dir = match open.take() {
+                Some((path, dir)) if path == parent => dir,
+                _ => self.create_dir_all(parent)?,
+            };
+            self.make_char_device(&dir, name, &device)?;
+            open = Some((parent, dir));
+        }
+        Ok(())
+    }
+
+    fn make_char_device(&self, dir: &OwnedFd, name: &OsStr, node: &CharDevice) -> Result<()> {
+        let (major, minor) = node.numbers;
         let device = rustix::fs::makedev(major, minor);
         match rustix::fs::mknodat(
-            &dir,
+            dir,
             name,
             rustix::fs::FileType::CharacterDevice,
-            Mode::from_raw_mode(mode),
+            Mode::from_raw_mode(node.mode),
             device,
         ) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
-                let existing = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
                 let is_char = rustix::fs::FileType::from_raw_mode(existing.st_mode)
                     == rustix::fs::FileType::CharacterDevice;
                 anyhow::ensure!(
                     is_char && existing.st_rdev == device,
                     "{} in {} exists and is not device {major}:{minor}",
-                    path.display(),
+                    node.path.display(),
                     self.path.display()
                 );
                 return Ok(());
@@ -403,20 +413,26 @@ impl FsRoot {
                 return Err(err).with_context(|| {
                     format!(
                         "cannot make device node {} in {}",
-                        path.display(),
+                        node.path.display(),
                         self.path.display()
                     )
                 })
             }
         }
         rustix::fs::chownat(
-            &dir,
+            dir,
             name,
             Some(rustix::fs::Uid::ROOT),
-            Some(rustix::fs::Gid::from_raw(gid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .with_context(|| format!("cannot chown {} in {}", path.display(), self.path.display()))
+        .with_context(|| {
+            format!(
+                "cannot chown {} in {}",
+                node.path.display(),
+                self.path.display()
+            )
+        })
     }
 
     /// Creates an empty regular file with permission bits `mode` at `path` (a mount target)
@@ -460,6 +476,15 @@ impl FsRoot {
             self.path.display()
         )
     }
+}
+
+/// A character device node for [`FsRoot::make_char_devices`]: where it goes inside the root,
+/// its `major:minor`, permission bits and group.
+pub struct CharDevice<'a> {
+    pub path: &'a Path,
+    pub numbers: (u32, u32),
+    pub mode: u32,
+    pub gid: u32,
 }
 
 /// Splits `path` into its parent directory and last component.
