@@ -280,12 +280,20 @@ impl Bundle {
         found
     }
 
-    /// Mount points that mention this bundle (its rootfs or anything below it).
+    /// Mount points that mention this bundle (its rootfs or anything below it). The path must
+    /// end where a path component does: bundle `…-1` is a prefix of another test's `…-12`.
     pub fn mounts(&self) -> Vec<String> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         mountinfo
             .lines()
-            .filter(|line| line.contains(self.path()))
+            .filter(|line| {
+                line.match_indices(self.path()).any(|(at, path)| {
+                    line[at + path.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| matches!(c, '/' | ' ' | ',' | ':'))
+                })
+            })
             .map(String::from)
             .collect()
     }
