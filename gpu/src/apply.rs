@@ -11,7 +11,8 @@
 //!    attached with `open_tree`/`move_mount` onto targets resolved inside the container's root,
 //!    so an image's symlinks can never redirect them onto host paths.
 
-use std::ffi::CStr;
+use std::collections::HashSet;
+use std::ffi::{CStr, OsStr, OsString};
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -317,11 +318,14 @@ pub fn ensure_dev_char_links(dev_root: &Path, plan: &GpuPlan) -> Result<()> {
     let dir = dev_root.join("dev/char");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dev = dev_root.join("dev");
+    // Listed once rather than probed once per device: most links are there already.
+    let present: HashSet<OsString> = entry_names(&dir)?.into_iter().collect();
     for device in &plan.devices {
-        let link = dir.join(format!("{}:{}", device.major, device.minor));
-        if link.symlink_metadata().is_ok() {
+        let name = format!("{}:{}", device.major, device.minor);
+        if present.contains(OsStr::new(&name)) {
             continue;
         }
+        let link = dir.join(name);
         // Only nodes under the dev root (a CDI spec may name a node anywhere).
         let Ok(name) = device.host_path.strip_prefix(&dev) else {
             continue;

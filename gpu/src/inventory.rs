@@ -560,8 +560,15 @@ fn read_mig_devices(
             .with_context(|| format!("invalid {}", path.display()))?;
         mig_capability_node(dev, caps_major, relative, minor)
     };
+    // Listed once: most GPUs have no `gpu<minor>` entry there (no MIG), and are not probed.
+    let with_capabilities: HashSet<OsString> = entry_names(&proc_dir.join("capabilities"))?
+        .into_iter()
+        .collect();
     let mut devices = Vec::new();
     for gpu in gpus {
+        if !with_capabilities.contains(OsStr::new(&format!("gpu{}", gpu.device.minor))) {
+            continue;
+        }
         let mig = format!("gpu{}/mig", gpu.device.minor);
         for gi in numbered_entries(&proc_dir.join("capabilities").join(&mig), "gi")? {
             let gi_dir = format!("{mig}/gi{gi}");
