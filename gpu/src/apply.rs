@@ -11,7 +11,6 @@
 //!    attached with `open_tree`/`move_mount` onto targets resolved inside the container's root,
 //!    so an image's symlinks can never redirect them onto host paths.
 
-use std::collections::HashSet;
 use std::ffi::{CStr, OsStr, OsString};
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -28,7 +27,7 @@ use rustix::mount::{
 };
 
 use crate::fsroot::{CharDevice, FsRoot};
-use crate::inventory::{entry_names, DeviceNode};
+use crate::inventory::{entry_name_set, entry_names, DeviceNode};
 use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
 
@@ -319,7 +318,7 @@ pub fn ensure_dev_char_links(dev_root: &Path, plan: &GpuPlan) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dev = dev_root.join("dev");
     // Listed once rather than probed once per device: most links are there already.
-    let present: HashSet<OsString> = entry_names(&dir)?.into_iter().collect();
+    let present = entry_name_set(&dir)?;
     for device in &plan.devices {
         let name = format!("{}:{}", device.major, device.minor);
         if present.contains(OsStr::new(&name)) {
@@ -764,7 +763,7 @@ impl ProcViewMount {
 /// one): the view then binds that directory once, one mount instead of one per GPU, with the
 /// same entries. A GPU the driver adds later shows up in the view too, as it would in the
 /// toolkit's (which hides only the GPUs not granted); its node and cgroup rule stay out.
-fn grants_every_entry(granted: &[String], mut host_entries: Vec<std::ffi::OsString>) -> bool {
+fn grants_every_entry(granted: &[String], mut host_entries: Vec<OsString>) -> bool {
     let mut granted: Vec<&str> = granted.iter().map(String::as_str).collect();
     granted.sort_unstable();
     host_entries.sort_unstable();

@@ -464,7 +464,8 @@ fn read_gpus(proc_dir: &Path, dev: &Path, nvidia_major: u32) -> Result<Vec<Gpu>>
         }
     }
     found.sort_by_key(|(_, info)| info.bus_location);
-    let drm_links = drm_link_names(dev)?;
+    // The udev by-path links, listed once rather than probed twice per GPU.
+    let drm_links = entry_name_set(&dev.join("dri/by-path"))?;
     found
         .into_iter()
         .enumerate()
@@ -561,9 +562,7 @@ fn read_mig_devices(
         mig_capability_node(dev, caps_major, relative, minor)
     };
     // Listed once: most GPUs have no `gpu<minor>` entry there (no MIG), and are not probed.
-    let with_capabilities: HashSet<OsString> = entry_names(&proc_dir.join("capabilities"))?
-        .into_iter()
-        .collect();
+    let with_capabilities = entry_name_set(&proc_dir.join("capabilities"))?;
     let mut devices = Vec::new();
     for gpu in gpus {
         if !with_capabilities.contains(OsStr::new(&format!("gpu{}", gpu.device.minor))) {
@@ -638,10 +637,10 @@ fn read_drm_nodes(
     Ok(nodes)
 }
 
-/// The names in `<dev>/dri/by-path`, listed once rather than probed twice per GPU (none
-/// when the host has no DRM nodes).
-fn drm_link_names(dev: &Path) -> Result<HashSet<OsString>> {
-    Ok(entry_names(&dev.join("dri/by-path"))?.into_iter().collect())
+/// The names in the host directory `dir`, as a set to look names up in: one listing instead
+/// of a probe per name (none if it does not exist).
+pub(crate) fn entry_name_set(dir: &Path) -> Result<HashSet<OsString>> {
+    Ok(entry_names(dir)?.into_iter().collect())
 }
 
 /// The names in the host directory `dir`, in directory order; none if it does not exist.
