@@ -334,7 +334,7 @@ impl HostInventory {
     fn read_with(roots: &DriverConfig, cache: Option<&DriverFileCache>) -> Result<Self> {
         let proc_dir = roots.proc_root.join("proc/driver/nvidia");
         let version_path = proc_dir.join("version");
-        let version_text = std::fs::read_to_string(&version_path).with_context(|| {
+        let version_text = procfs::read_file(&version_path).with_context(|| {
             format!(
                 "no NVIDIA driver: cannot read {} (set [driver] proc-root in the gpu-youki config \
                  if the driver's procfs lives elsewhere)",
@@ -345,7 +345,7 @@ impl HostInventory {
             .with_context(|| format!("invalid {}", version_path.display()))?
             .rm_version;
         let devices_path = roots.proc_root.join("proc/devices");
-        let devices_text = std::fs::read_to_string(&devices_path)
+        let devices_text = procfs::read_file(&devices_path)
             .with_context(|| format!("cannot read {}", devices_path.display()))?;
         let majors = procfs::parse_device_majors(&devices_text)
             .with_context(|| format!("invalid {}", devices_path.display()))?;
@@ -655,43 +655,45 @@ pub(crate) fn entry_names(dir: &Path) -> Result<Vec<OsString>> {
     }
 }
 
-/// The nodes of the feature-gated families under `<dev>` (reference §1.7).
+/// The nodes of the feature-gated families under `<dev>` (reference §1.7). `/dev` and
+/// `/dev/infiniband` are each listed once (a host's `/dev` holds hundreds of entries), and
+/// each family picks its names from the listing.
 fn read_feature_devices(dev: &Path) -> Result<Vec<FeatureDevice>> {
-    let list = |dir: &str, keep: &dyn Fn(&str) -> bool| -> Result<Vec<String>> {
-        let path = dev.join(dir);
-        let entries = match std::fs::read_dir(&path) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err).with_context(|| format!("cannot list {}", path.display())),
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| keep(n))
-            .map(|n| Path::new(dir).join(n).to_string_lossy().into_owned())
+    let sorted_names = |dir: &str| -> Result<Vec<String>> {
+        let mut names: Vec<String> = entry_names(&dev.join(dir))?
+            .into_iter()
+            .filter_map(|name| name.into_string().ok())
             .collect();
         names.sort();
         Ok(names)
     };
+    let (top, infiniband) = (sorted_names("")?, sorted_names("infiniband")?);
     let nvswitch = |n: &str| {
         n == "nvidia-nvswitchctl"
             || n.strip_prefix("nvidia-nvswitch")
                 .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     };
-    let families: [(DeviceFeature, Vec<String>); 4] = [
-        (
-            DeviceFeature::Gds,
-            list("", &|n| n.starts_with("nvidia-fs"))?,
-        ),
-        (
-            DeviceFeature::Mofed,
-            list("infiniband", &|n| n.starts_with("uverbs") || n == "rdma_cm")?,
-        ),
-        (DeviceFeature::Nvswitch, list("", &nvswitch)?),
-        (DeviceFeature::Gdrcopy, list("", &|n| n == "gdrdrv")?),
+    // A family, the directory its nodes are in, that directory's names, and its pick.
+    type Family<'a> = (
+        DeviceFeature,
+        &'a str,
+        &'a [String],
+        &'a dyn Fn(&str) -> bool,
+    );
+    let families: [Family; 4] = [
+        (DeviceFeature::Gds, "", &top, &|n| {
+            n.starts_with("nvidia-fs")
+        }),
+        (DeviceFeature::Mofed, "infiniband", &infiniband, &|n| {
+            n.starts_with("uverbs") || n == "rdma_cm"
+        }),
+        (DeviceFeature::Nvswitch, "", &top, &nvswitch),
+        (DeviceFeature::Gdrcopy, "", &top, &|n| n == "gdrdrv"),
     ];
     let mut found = Vec::new();
-    for (feature, names) in families {
-        for name in names {
+    for (feature, dir, names, wanted) in families {
+        for name in names.iter().filter(|n| wanted(n)) {
+            let name = Path::new(dir).join(name).to_string_lossy().into_owned();
             found.extend(char_device(dev, &name)?.map(|device| FeatureDevice { feature, device }));
         }
     }
