@@ -26,7 +26,7 @@ use rustix::mount::{
     FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
 };
 
-use crate::fsroot::{CharDevice, FsRoot};
+use crate::fsroot::{CharDevice, FsRoot, InDirs};
 use crate::inventory::{entry_name_set, entry_names, DeviceNode};
 use crate::plan::{GpuPlan, PlannedMount};
 use crate::procfs;
@@ -259,12 +259,13 @@ pub fn prepare_rootfs(rootfs: &FsRoot, plan: &GpuPlan) -> Result<()> {
     for file in &plan.files {
         rootfs.write_file(&file.path, &file.content)?;
     }
+    let mut dirs = rootfs.dirs();
     for link in plan.links.iter().filter(|l| !in_container_dev(&l.path)) {
-        rootfs.symlink(&link.target, &link.path)?;
+        dirs.symlink(&link.target, &link.path)?;
     }
     for mount in &plan.mounts {
         create_target(
-            rootfs,
+            &mut dirs,
             &mount.destination,
             mount.directory,
             target_mode(mount),
@@ -287,11 +288,11 @@ fn target_mode(mount: &PlannedMount) -> u32 {
     }
 }
 
-fn create_target(root: &FsRoot, path: &Path, directory: bool, mode: u32) -> Result<()> {
+fn create_target(dirs: &mut InDirs, path: &Path, directory: bool, mode: u32) -> Result<()> {
     if directory {
-        root.create_dir_all(path).map(drop)
+        dirs.root().create_dir_all(path).map(drop)
     } else {
-        root.create_file(path, mode)
+        dirs.create_file(path, mode)
     }
 }
 
@@ -574,7 +575,7 @@ fn attach(root: &FsRoot, attachment: &Attachment) -> Result<()> {
         Some(target) => target,
         None => {
             create_target(
-                root,
+                &mut root.dirs(),
                 &attachment.destination,
                 attachment.directory,
                 attachment.mode,
@@ -700,10 +701,11 @@ impl ProcViewMount {
             .capabilities
             .iter()
             .map(|file| (Path::new("capabilities").join(file), false));
+        let mut dirs = content.dirs();
         for (relative, directory) in whole_tree.into_iter().chain(files) {
             let tree = clone_tree(&view.host_dir.join(&relative), 0)?;
             create_target(
-                &content,
+                &mut dirs,
                 &Path::new("/").join(&nvidia_dir).join(&relative),
                 directory,
                 0o444,

@@ -3,14 +3,14 @@
 //! stays inside the root (`openat2` with `RESOLVE_IN_ROOT`). A hostile image can therefore never
 //! make gpu-youki read, create or write a host path through a symlink; link loops are refused.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 /// Links followed before a path counts as a loop: the kernel's own limit.
@@ -95,17 +95,20 @@ impl FsRoot {
         let Some(fd) = self.open_at(path, OFlags::RDONLY, Mode::empty())? else {
             return Ok(None);
         };
-        let mut file = std::fs::File::from(fd);
+        let file = std::fs::File::from(fd);
+        let metadata = file.metadata()?;
         anyhow::ensure!(
-            file.metadata()?.is_file(),
+            metadata.is_file(),
             "{} in {} is not a regular file",
             path.display(),
             self.path.display()
         );
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut data).with_context(|| {
-            format!("cannot read {} in {}", path.display(), self.path.display())
-        })?;
+        let mut data = Vec::with_capacity(metadata.len() as usize);
+        // Through `Take`, which skips the size probe (`statx`, `lseek`) of `File`'s own.
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, u64::MAX), &mut data)
+            .with_context(|| {
+                format!("cannot read {} in {}", path.display(), self.path.display())
+            })?;
         Ok(Some(data))
     }
 
@@ -124,17 +127,23 @@ impl FsRoot {
     }
 
     /// The names in the directory at `path` (empty when it does not exist).
-    pub fn read_dir(&self, path: &Path) -> Result<Vec<std::ffi::OsString>> {
-        Ok(self.list(path)?.map(|(_, names)| names).unwrap_or_default())
+    pub fn read_dir(&self, path: &Path) -> Result<Vec<OsString>> {
+        let entries = self.list(path)?.map(|(_, entries)| entries);
+        Ok(entries
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| name)
+            .collect())
     }
 
-    /// The open directory at `path` and the names in it, `None` when it does not exist.
-    fn list(&self, path: &Path) -> Result<Option<(OwnedFd, Vec<std::ffi::OsString>)>> {
+    /// The open directory at `path` and the names in it with their types as the directory
+    /// reports them, `None` when it does not exist.
+    fn list(&self, path: &Path) -> Result<Option<Listing>> {
         let Some(fd) = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?
         else {
             return Ok(None);
         };
-        let mut names = Vec::new();
+        let mut entries = Vec::new();
         let dir = rustix::fs::Dir::read_from(&fd).with_context(|| {
             format!("cannot list {} in {}", path.display(), self.path.display())
         })?;
@@ -142,10 +151,10 @@ impl FsRoot {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
+                entries.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
             }
         }
-        Ok(Some((fd, names)))
+        Ok(Some((fd, entries)))
     }
 
     /// Opens the directory at `path`, creating it and missing parents (0755) inside the root.
@@ -238,30 +247,15 @@ impl FsRoot {
     /// Makes `path` a symlink to `target`, replacing what is there unless it is the same link;
     /// the parent directory is resolved inside the root and created when missing.
     pub fn symlink(&self, target: &Path, path: &Path) -> Result<()> {
-        let (parent, name) = split(path)?;
-        let dir = self.create_dir_all(parent)?;
-        if let Ok(existing) = rustix::fs::readlinkat(&dir, name, Vec::new()) {
-            if existing.as_bytes() == target.as_os_str().as_bytes() {
-                return Ok(());
-            }
+        self.dirs().symlink(target, path)
+    }
+
+    /// Opens directories of this root for a run of paths (see [`InDirs`]).
+    pub fn dirs(&self) -> InDirs<'_> {
+        InDirs {
+            root: self,
+            open: None,
         }
-        let temp = temp_name(name);
-        let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
-        rustix::fs::symlinkat(target, &dir, &temp).with_context(|| {
-            format!(
-                "cannot create a link at {} in {}",
-                path.display(),
-                self.path.display()
-            )
-        })?;
-        let renamed = rustix::fs::renameat(&dir, &temp, &dir, name).with_context(|| {
-            format!(
-                "cannot replace {} in {}",
-                path.display(),
-                self.path.display()
-            )
-        });
-        without_temp_on_error(&dir, &temp, renamed)
     }
 
     /// Writes `data` to `path` atomically (a temporary file renamed over it), mode 0644, unless
@@ -317,11 +311,16 @@ impl FsRoot {
         path: &Path,
         wanted: impl Fn(&OsStr) -> bool,
     ) -> Result<Vec<PathBuf>> {
-        let Some((fd, names)) = self.list(path)? else {
+        let Some((fd, entries)) = self.list(path)? else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
-        for name in names.iter().filter(|name| wanted(name)) {
+        for (name, kind) in entries.iter().filter(|(name, _)| wanted(name)) {
+            // A link needs no stat; a file's size and an unknown type do.
+            if *kind == FileType::Symlink {
+                found.push(path.join(name));
+                continue;
+            }
             let stat = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => stat,
                 Err(Errno::NOENT) => continue,
@@ -335,10 +334,8 @@ impl FsRoot {
                     })
                 }
             };
-            let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-            if kind == rustix::fs::FileType::Symlink
-                || (kind == rustix::fs::FileType::RegularFile && stat.st_size == 0)
-            {
+            let kind = FileType::from_raw_mode(stat.st_mode);
+            if kind == FileType::Symlink || (kind == FileType::RegularFile && stat.st_size == 0) {
                 found.push(path.join(name));
             }
         }
@@ -373,15 +370,10 @@ impl FsRoot {
         &self,
         devices: impl IntoIterator<Item = CharDevice<'a>>,
     ) -> Result<()> {
-        let mut open: Option<(&Path, OwnedFd)> = None;
+        let mut dirs = self.dirs();
         for device in devices {
-            let (parent, name) = split(device.path)?;
-            let dir = match open.take() {
-                Some((path, dir)) if path == parent => dir,
-                _ => self.create_dir_all(parent)?,
-            };
-            self.make_char_device(&dir, name, &device)?;
-            open = Some((parent, dir));
+            let (dir, name) = dirs.parent_of(device.path)?;
+            self.make_char_device(dir, name, &device)?;
         }
         Ok(())
     }
@@ -392,15 +384,15 @@ impl FsRoot {
         match rustix::fs::mknodat(
             dir,
             name,
-            rustix::fs::FileType::CharacterDevice,
+            FileType::CharacterDevice,
             Mode::from_raw_mode(node.mode),
             device,
         ) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-                let is_char = rustix::fs::FileType::from_raw_mode(existing.st_mode)
-                    == rustix::fs::FileType::CharacterDevice;
+                let is_char =
+                    FileType::from_raw_mode(existing.st_mode) == FileType::CharacterDevice;
                 anyhow::ensure!(
                     is_char && existing.st_rdev == device,
                     "{} in {} exists and is not device {major}:{minor}",
@@ -439,42 +431,7 @@ impl FsRoot {
     /// unless something is there. A dangling symlink at `path` is followed as the container
     /// would: its target is created inside the root.
     pub fn create_file(&self, path: &Path, mode: u32) -> Result<()> {
-        let mut wanted = path.to_path_buf();
-        for _ in 0..=MAX_LINK_HOPS {
-            if self.exists(&wanted)? {
-                return Ok(());
-            }
-            let (parent, name) = split(&wanted)?;
-            let dir = self.create_dir_all(parent)?;
-            match rustix::fs::openat(
-                &dir,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode),
-            ) {
-                Ok(_) => return Ok(()),
-                Err(Errno::EXIST) => {}
-                Err(err) => {
-                    return Err(err).with_context(|| {
-                        format!(
-                            "cannot create {} in {}",
-                            wanted.display(),
-                            self.path.display()
-                        )
-                    })
-                }
-            }
-            // Something is there but does not resolve: a dangling link, or a racing creator.
-            let Ok(target) = rustix::fs::readlinkat(&dir, name, Vec::new()) else {
-                return Ok(());
-            };
-            wanted = parent.join(OsStr::from_bytes(target.as_bytes()));
-        }
-        bail!(
-            "{} in {} is a symlink loop",
-            path.display(),
-            self.path.display()
-        )
+        self.dirs().create_file(path, mode)
     }
 }
 
@@ -487,11 +444,117 @@ pub struct CharDevice<'a> {
     pub gid: u32,
 }
 
+/// An open directory and its entries' names and types.
+type Listing = (OwnedFd, Vec<(OsString, FileType)>);
+
 /// Splits `path` into its parent directory and last component.
 fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => Ok((parent, name)),
         _ => bail!("{} has no file name", path.display()),
+    }
+}
+
+/// Directories of one root, opened (and created when missing) for the `*at` calls on their
+/// entries; the last one stays open while the next path is in it too, since a plan lists
+/// runs of files, links and nodes per directory.
+pub struct InDirs<'a> {
+    root: &'a FsRoot,
+    open: Option<(PathBuf, OwnedFd)>,
+}
+
+impl<'a> InDirs<'a> {
+    /// The root these directories are in.
+    pub fn root(&self) -> &'a FsRoot {
+        self.root
+    }
+
+    /// The directory holding `path`, resolved inside the root (created when missing), and
+    /// the name in it.
+    fn parent_of<'p>(&mut self, path: &'p Path) -> Result<(&OwnedFd, &'p OsStr)> {
+        let (parent, name) = split(path)?;
+        let dir = match self.open.take() {
+            Some((open, dir)) if open == parent => dir,
+            _ => self.root.create_dir_all(parent)?,
+        };
+        let (_, dir) = self.open.insert((parent.to_path_buf(), dir));
+        Ok((dir, name))
+    }
+
+    /// [`FsRoot::symlink`].
+    pub fn symlink(&mut self, target: &Path, path: &Path) -> Result<()> {
+        let root = self.root;
+        let (dir, name) = self.parent_of(path)?;
+        if let Ok(existing) = rustix::fs::readlinkat(dir, name, Vec::new()) {
+            if existing.as_bytes() == target.as_os_str().as_bytes() {
+                return Ok(());
+            }
+        }
+        let temp = temp_name(name);
+        let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
+        rustix::fs::symlinkat(target, dir, &temp).with_context(|| {
+            format!(
+                "cannot create a link at {} in {}",
+                path.display(),
+                root.path.display()
+            )
+        })?;
+        let renamed = rustix::fs::renameat(dir, &temp, dir, name).with_context(|| {
+            format!(
+                "cannot replace {} in {}",
+                path.display(),
+                root.path.display()
+            )
+        });
+        without_temp_on_error(dir, &temp, renamed)
+    }
+
+    /// [`FsRoot::create_file`].
+    pub fn create_file(&mut self, path: &Path, mode: u32) -> Result<()> {
+        let root = self.root;
+        // Usually there already (from the image or an earlier start): one stat in the open
+        // directory. A link, followed inside the root, takes the long way.
+        let (dir, name) = self.parent_of(path)?;
+        if rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) != FileType::Symlink)
+        {
+            return Ok(());
+        }
+        let mut wanted = path.to_path_buf();
+        for _ in 0..=MAX_LINK_HOPS {
+            if root.exists(&wanted)? {
+                return Ok(());
+            }
+            let (dir, name) = self.parent_of(&wanted)?;
+            match rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EXIST) => {}
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "cannot create {} in {}",
+                            wanted.display(),
+                            root.path.display()
+                        )
+                    })
+                }
+            }
+            // Something is there but does not resolve: a dangling link, or a racing creator.
+            let Ok(target) = rustix::fs::readlinkat(dir, name, Vec::new()) else {
+                return Ok(());
+            };
+            wanted = split(&wanted)?.0.join(OsStr::from_bytes(target.as_bytes()));
+        }
+        bail!(
+            "{} in {} is a symlink loop",
+            path.display(),
+            root.path.display()
+        )
     }
 }
 
@@ -505,7 +568,7 @@ fn without_temp_on_error<T>(dir: &OwnedFd, temp: &Path, result: Result<T>) -> Re
 }
 
 fn temp_name(name: &OsStr) -> PathBuf {
-    let mut temp = std::ffi::OsString::from(".");
+    let mut temp = OsString::from(".");
     temp.push(name);
     temp.push(format!(".gpu-youki-{}", std::process::id()));
     PathBuf::from(temp)
@@ -616,6 +679,46 @@ mod tests {
             .is_file());
         assert!(root_dir.join("outside/victim2").is_file());
         assert!(root.exists(Path::new("/lib/abs")).unwrap());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// One `InDirs` for a run of links and mount targets across directories, as
+    /// `prepare_rootfs` uses it: each lands in its own directory, whether the open one is
+    /// kept or another is opened; a link to a directory outside is followed inside the root.
+    #[test]
+    fn a_run_of_paths_lands_in_the_right_directories() {
+        let base = scratch("run");
+        let root_dir = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(root_dir.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root_dir.join("out")).unwrap();
+        let root = FsRoot::open(&root_dir).unwrap();
+        let mut dirs = root.dirs();
+        dirs.symlink(Path::new("f1"), Path::new("/a/l1")).unwrap();
+        dirs.create_file(Path::new("/a/f1"), 0o644).unwrap();
+        dirs.create_file(Path::new("/b/c/f2"), 0o755).unwrap();
+        dirs.symlink(Path::new("f2"), Path::new("/b/c/l2")).unwrap();
+        dirs.create_file(Path::new("/a/f3"), 0o644).unwrap();
+        dirs.create_file(Path::new("/out/f4"), 0o644).unwrap();
+        let link = |p: &str| std::fs::read_link(root_dir.join(p)).unwrap();
+        assert_eq!(link("a/l1"), Path::new("f1"));
+        assert_eq!(link("b/c/l2"), Path::new("f2"));
+        for file in ["a/f1", "b/c/f2", "a/f3"] {
+            assert!(root_dir.join(file).is_file(), "{file}");
+        }
+        let mode = std::fs::metadata(root_dir.join("b/c/f2"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o755
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(root_dir
+            .join(outside.strip_prefix("/").unwrap())
+            .join("f4")
+            .is_file());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
