@@ -540,7 +540,10 @@ impl ShadowBundle {
 
 impl Drop for ShadowBundle {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        // Empty once `finish` has moved config.json out: one rmdir instead of a tree walk.
+        if fs::remove_dir(&self.dir).is_err() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
