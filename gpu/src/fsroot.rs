@@ -586,13 +586,18 @@ mod tests {
         dir
     }
 
+    /// A scratch `base` holding `root/<inside>` and an `outside` directory beside the root.
+    fn root_beside_outside(name: &str, inside: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let base = scratch(name);
+        let (root_dir, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root_dir.join(inside)).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        (base, root_dir, outside)
+    }
+
     #[test]
     fn absolute_and_dotdot_links_stay_inside_the_root() {
-        let base = scratch("escape");
-        let root_dir = base.join("root");
-        let outside = base.join("outside");
-        std::fs::create_dir_all(root_dir.join("usr/lib")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
+        let (base, root_dir, outside) = root_beside_outside("escape", "usr/lib");
         // /etc -> <host path outside>, /lib -> ../../../../outside
         std::os::unix::fs::symlink(&outside, root_dir.join("etc")).unwrap();
         std::os::unix::fs::symlink("../../../../../../outside", root_dir.join("lib")).unwrap();
@@ -661,11 +666,7 @@ mod tests {
 
     #[test]
     fn a_dangling_link_as_mount_target_is_created_inside_the_root() {
-        let base = scratch("dangling");
-        let root_dir = base.join("root");
-        let outside = base.join("outside");
-        std::fs::create_dir_all(root_dir.join("lib")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
+        let (base, root_dir, outside) = root_beside_outside("dangling", "lib");
         std::os::unix::fs::symlink(outside.join("victim"), root_dir.join("lib/abs")).unwrap();
         std::os::unix::fs::symlink("../../../../outside/victim2", root_dir.join("lib/rel"))
             .unwrap();
@@ -687,11 +688,7 @@ mod tests {
     /// kept or another is opened; a link to a directory outside is followed inside the root.
     #[test]
     fn a_run_of_paths_lands_in_the_right_directories() {
-        let base = scratch("run");
-        let root_dir = base.join("root");
-        let outside = base.join("outside");
-        std::fs::create_dir_all(root_dir.join("a")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
+        let (base, root_dir, outside) = root_beside_outside("run", "a");
         std::os::unix::fs::symlink(&outside, root_dir.join("out")).unwrap();
         let root = FsRoot::open(&root_dir).unwrap();
         let mut dirs = root.dirs();
