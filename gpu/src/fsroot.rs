@@ -512,17 +512,18 @@ impl<'a> InDirs<'a> {
     /// [`FsRoot::create_file`].
     pub fn create_file(&mut self, path: &Path, mode: u32) -> Result<()> {
         let root = self.root;
-        // Usually there already (from the image or an earlier start): one stat in the open
-        // directory. A link, followed inside the root, takes the long way.
+        // One stat in the open directory: something other than a link is there (from the
+        // image or an earlier start), or nothing is, and the file is made at once (a fresh
+        // rootfs). A link, followed inside the root, takes the long way.
         let (dir, name) = self.parent_of(path)?;
-        if rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) != FileType::Symlink)
-        {
-            return Ok(());
-        }
+        let mut missing = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink => return Ok(()),
+            Err(Errno::NOENT) => true,
+            _ => false,
+        };
         let mut wanted = path.to_path_buf();
         for _ in 0..=MAX_LINK_HOPS {
-            if root.exists(&wanted)? {
+            if !std::mem::take(&mut missing) && root.exists(&wanted)? {
                 return Ok(());
             }
             let (dir, name) = self.parent_of(&wanted)?;
